@@ -1,0 +1,1 @@
+"""nlptool's YAML configs, shipped inside the package as `nlptool.configs`."""

@@ -1,0 +1,1 @@
+"""Conversion between nlptool and other libraries (Hugging Face)."""

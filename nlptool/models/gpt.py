@@ -1,0 +1,88 @@
+"""GPT-2 (Radford et al., 2019): a causal pre-LayerNorm Transformer decoder.
+
+Numerically the same as Hugging Face's `GPT2LMHeadModel` (see `nlptool.interop.hf` for the weight
+mapping): learned positions, tanh-approximated GELU, a final LayerNorm and an LM head without bias
+tied to the token embeddings. `forward` returns hidden states; the objective applies `lm_logits`.
+
+Shape letters in comments: B batch, T sequence length, C hidden size, V vocabulary size.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import torch
+from torch import nn
+
+from nlptool.models.config import ModelConfig
+from nlptool.models.layers import MLP, SelfAttention, init_weights, sdpa_mask
+
+
+class GPTBlock(nn.Module):
+    """Pre-LN block: x = x + attn(LN(x)); x = x + mlp(LN(x))."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.attn_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.attn = SelfAttention(cfg, causal=True)
+        self.mlp_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x), attn_mask)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class GPTForCausalLM(nn.Module):
+    """GPT-2 with its language-modelling head."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        if cfg.vocab_size <= 0:
+            raise ValueError(
+                f"model.vocab_size={cfg.vocab_size}: set it (or take it from the tokenizer) "
+                "before building the model"
+            )
+        self.cfg = cfg
+        self.token_embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.position_embeddings = nn.Embedding(cfg.max_seq_len, cfg.hidden_size)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.layers = nn.ModuleList(GPTBlock(cfg) for _ in range(cfg.num_layers))
+        self.final_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+
+        self.apply(partial(init_weights, std=cfg.initializer_range))
+        # GPT-2 scales the projections that write into the residual stream by 1/sqrt(N), N = the
+        # number of residual additions (two per block), so the stream's variance does not grow
+        # with depth.
+        residual_std = cfg.initializer_range / math.sqrt(2 * cfg.num_layers)
+        for layer in self.layers:
+            nn.init.normal_(layer.attn.proj.weight, mean=0.0, std=residual_std)
+            nn.init.normal_(layer.mlp.proj.weight, mean=0.0, std=residual_std)
+        if cfg.tie_word_embeddings:
+            self.lm_head.weight = self.token_embeddings.weight
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """input_ids (B, T), attention_mask (B, T) 1 = token 0 = right padding -> (B, T, C).
+
+        The result is the hidden state after the final LayerNorm.
+        """
+        T = input_ids.shape[1]
+        if self.cfg.max_seq_len < T:
+            raise ValueError(
+                f"input of {T} tokens is longer than model.max_seq_len={self.cfg.max_seq_len}"
+            )
+        attn_mask = sdpa_mask(attention_mask, causal=True)  # (B, 1, T, T) or None
+        x = self.token_embeddings(input_ids)  # (B, T, C)
+        x = x + self.position_embeddings.weight[:T]  # (T, C): positions 0..T-1, broadcast
+        x = self.dropout(x)
+        for layer in self.layers:
+            x = layer(x, attn_mask)
+        return self.final_norm(x)
+
+    def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(..., C) -> (..., V) next-token scores."""
+        return self.lm_head(hidden)
