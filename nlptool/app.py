@@ -1,0 +1,322 @@
+"""What each verb does, from a composed config to a trained, saved and evaluated model."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from nlptool.cache import nlptool_cache_dir
+from nlptool.config import check_config, to_yaml
+from nlptool.data.corpus import load_corpus, tokenize_documents
+from nlptool.data.pretraining import (
+    MaskingConfig,
+    PretrainingExamples,
+    collate,
+    nsp_instances,
+    pack_blocks,
+)
+from nlptool.data.tokenizer import TextTokenizer, get_tokenizer
+from nlptool.errors import UserError
+from nlptool.models import build_model, count_parameters
+from nlptool.models.config import ModelConfig
+from nlptool.objectives import build_objective
+from nlptool.training import checkpoint as ckpt
+from nlptool.training.logging import MetricsLog, console, metrics_table, summary_table
+from nlptool.training.loop import (
+    Trainer,
+    TrainingInterrupted,
+    TrainingJob,
+    make_collate,
+    resolve_device,
+    seed_everything,
+)
+
+# Sections of a checkpoint's config that define the model and how its inputs are made: a run
+# resumed from that checkpoint must not change them.
+FIXED_ON_RESUME = ("model", "tokenizer", "objective")
+
+
+@dataclass
+class PreparedData:
+    tokenizer: TextTokenizer
+    train: PretrainingExamples
+    valid: PretrainingExamples
+    description: str
+    seconds: float
+
+
+def cache_dir_for(cfg) -> Path:
+    return Path(cfg.data.cache_dir).expanduser() if cfg.data.cache_dir else nlptool_cache_dir()
+
+
+def prepare_data(cfg, tokenizer: TextTokenizer | None = None) -> PreparedData:
+    """Corpus -> tokenizer (given, cached or trained) -> tokenized documents -> examples."""
+    start = time.perf_counter()
+    cache_dir = cache_dir_for(cfg)
+    with console.status("Reading the corpus"):
+        corpus = load_corpus(cfg.data, cache_dir)
+    if tokenizer is None:
+        with console.status(f"Preparing the {cfg.tokenizer.kind} tokenizer"):
+            tokenizer, cached = get_tokenizer(
+                cfg.tokenizer,
+                corpus.fingerprint,
+                corpus.training_texts(cfg.tokenizer.max_training_chars),
+                cache_dir,
+            )
+        if not cached:
+            console.print(
+                f"Trained a {cfg.tokenizer.kind} tokenizer: {tokenizer.vocab_size:,} tokens"
+            )
+    with console.status("Tokenizing"):
+        train_docs = tokenize_documents(corpus.train, tokenizer, cfg.data.num_proc)
+        valid_docs = tokenize_documents(corpus.valid, tokenizer, cfg.data.num_proc)
+    train = build_examples(cfg, tokenizer, train_docs)
+    valid = build_examples(cfg, tokenizer, valid_docs, valid=True)
+    if len(train) == 0:
+        raise UserError(
+            f"The training data ({corpus.description}) are too small for one example of "
+            f"data.max_seq_len={cfg.data.max_seq_len} tokens; add text or lower data.max_seq_len"
+        )
+    if len(valid) == 0:
+        raise UserError(
+            f"The validation data of {corpus.description} are too small for one example of "
+            f"data.max_seq_len={cfg.data.max_seq_len} tokens; give more validation text "
+            "(data.valid_files or a larger data.valid_fraction) or lower data.max_seq_len"
+        )
+    return PreparedData(tokenizer, train, valid, corpus.description, time.perf_counter() - start)
+
+
+def build_examples(
+    cfg, tokenizer: TextTokenizer, docs: datasets.Dataset, valid: bool = False
+) -> PretrainingExamples:
+    objective, max_len = cfg.objective.name, cfg.data.max_seq_len
+    seed = cfg.trainer.seed
+    if objective == "clm":
+        eos = tokenizer.require("eos", "objective=clm")
+        examples = pack_blocks(docs, max_len, eos)
+        kind_args: dict[str, Any] = {}
+    else:
+        kind_args = {
+            "masking": MaskingConfig(
+                mask_rate=cfg.objective.mask_rate,
+                mask_token_prob=cfg.objective.mask_token_prob,
+                random_token_prob=cfg.objective.random_token_prob,
+                mask_id=tokenizer.require("mask", f"objective={objective}"),
+                vocab_size=tokenizer.vocab_size,
+                special_ids=np.asarray(tokenizer.special_ids, dtype=np.int64),
+            ),
+            "cls_id": tokenizer.require("cls", f"objective={objective}"),
+            "sep_id": tokenizer.require("sep", f"objective={objective}"),
+            "max_seq_len": max_len,
+        }
+        if objective == "mlm":
+            examples = pack_blocks(docs, max_len - 2, kind_args["sep_id"])
+        else:
+            examples = nsp_instances(docs, max_len)
+            kind_args["docs"] = docs
+            kind_args["nsp_random_prob"] = cfg.objective.nsp_random_prob
+    if valid and cfg.data.max_valid_examples and len(examples) > cfg.data.max_valid_examples:
+        examples = examples.select(range(cfg.data.max_valid_examples))
+    # Validation draws its masks from a stream of its own (a different seed offset).
+    return PretrainingExamples(objective, examples, seed + (7919 if valid else 0), **kind_args)
+
+
+def model_config_for(cfg, tokenizer: TextTokenizer) -> ModelConfig:
+    model_cfg = cfg.model
+    if model_cfg.vocab_size == 0:
+        model_cfg.vocab_size = tokenizer.vocab_size
+    elif model_cfg.vocab_size < tokenizer.vocab_size:
+        raise UserError(
+            f"model.vocab_size={model_cfg.vocab_size} is smaller than the tokenizer's "
+            f"{tokenizer.vocab_size} tokens; leave it at 0 to take the tokenizer's size"
+        )
+    model_cfg.pad_token_id = tokenizer.pad_id
+    return model_cfg
+
+
+def run_dir_now() -> Path:
+    from hydra.core.hydra_config import HydraConfig
+
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def find_resume(resume: str, run_dir: Path) -> Path | None:
+    if resume == "never":
+        return None
+    if resume == "auto":
+        found = ckpt.find_latest(run_dir / "checkpoints")
+        return found
+    return ckpt.resolve_checkpoint(resume, "resume")
+
+
+def check_resume_compatible(cfg, saved_yaml: str, path: Path) -> None:
+    saved = OmegaConf.create(saved_yaml)
+    now = OmegaConf.structured(cfg)
+    diffs = []
+    for section in FIXED_ON_RESUME:
+        before, after = OmegaConf.to_container(saved[section]), OmegaConf.to_container(now[section])
+        for key in sorted(set(before) | set(after)):
+            if key in ("vocab_size", "pad_token_id"):  # filled in from the tokenizer
+                continue
+            if before.get(key) != after.get(key):
+                diffs.append(f"{section}.{key}: {before.get(key)!r} -> {after.get(key)!r}")
+    if saved.data.max_seq_len != now.data.max_seq_len:
+        diffs.append(f"data.max_seq_len: {saved.data.max_seq_len} -> {now.data.max_seq_len}")
+    if diffs:
+        raise UserError(
+            f"Cannot resume from {path}: the config changed in ways that alter the model or its "
+            f"inputs ({'; '.join(diffs)}). Restore those settings, pass resume=never to start "
+            "over, or use another run directory (hydra.run.dir=...)"
+        )
+
+
+def print_summary(cfg, model: torch.nn.Module, data: PreparedData, run_dir: Path, device) -> None:
+    t = cfg.trainer
+    micro = t.micro_batch_size or t.batch_size
+    rows = [
+        ("model", f"{cfg.model.name} ({cfg.model.arch}), {count_parameters(model):,} parameters"),
+        ("objective", cfg.objective.name),
+        (
+            "data",
+            f"{data.description}: {len(data.train):,} train / {len(data.valid):,} valid "
+            f"examples of {cfg.data.max_seq_len} tokens (prepared in {data.seconds:.1f}s)",
+        ),
+        ("tokenizer", f"{cfg.tokenizer.kind}, {data.tokenizer.vocab_size:,} tokens"),
+        (
+            "trainer",
+            f"{t.max_steps} steps x {t.batch_size} sequences "
+            f"({micro} per forward, {t.batch_size // micro} accumulated), lr {t.lr:g} "
+            f"{t.schedule} with {t.warmup_steps} warm-up",
+        ),
+        ("device", f"{device}, {t.precision}" + (", compiled" if t.compile else "")),
+        ("run dir", str(run_dir)),
+    ]
+    console.print(summary_table("nlptool", rows))
+
+
+def train_from_config(cfg_dict: DictConfig, init: Path | None = None) -> dict[str, Any]:
+    """pretrain (and finetune, which starts from `init`): the whole run."""
+    cfg = check_config(cfg_dict)
+    run_dir = run_dir_now()
+    device = resolve_device(cfg.trainer.device)
+    resume_path = find_resume(cfg.resume, run_dir)
+    tokenizer = None
+    if resume_path is not None:
+        saved = ckpt.read_checkpoint(resume_path)
+        check_resume_compatible(cfg, saved.config_yaml, resume_path)
+        tokenizer = TextTokenizer.load(resume_path)
+    elif init is not None:
+        tokenizer = TextTokenizer.load(init)
+    data = prepare_data(cfg, tokenizer)
+    model_cfg = model_config_for(cfg, data.tokenizer)
+    seed_everything(cfg.trainer.seed)
+    model = build_model(model_cfg)
+    if init is not None and resume_path is None:
+        ckpt.load_weights(model, init)
+        console.print(f"Initialised from {init}")
+    job = TrainingJob(
+        model=model,
+        objective=build_objective(cfg.objective.name),
+        train_data=data.train,
+        valid_data=data.valid,
+        collate=make_collate(collate, pad_id=data.tokenizer.pad_id),
+        tokenizer=data.tokenizer,
+        config_yaml=to_yaml(cfg),
+        run_dir=run_dir,
+        extra_state={"init": str(init) if init else None},
+    )
+    trainer = Trainer(cfg.trainer, job, device)
+    if resume_path is not None:
+        trainer.restore(resume_path)
+        console.print(f"Resuming from {resume_path} at step {trainer.step}")
+    print_summary(cfg, model, data, run_dir, device)
+    log = MetricsLog(run_dir / "metrics.jsonl", resume_step=trainer.step if resume_path else None)
+    started = time.perf_counter()
+    try:
+        history = trainer.fit(log)
+    except TrainingInterrupted as stop:
+        raise SystemExit(f"Training stopped at step {stop.step}; a checkpoint was saved.") from None
+    minutes = (time.perf_counter() - started) / 60
+    console.print(metrics_table(f"Validation ({minutes:.1f} min)", history))
+    console.print(f"Checkpoint: {run_dir / 'checkpoints' / 'last'}")
+    return history
+
+
+def pretrain(cfg_dict: DictConfig) -> dict[str, Any]:
+    return train_from_config(cfg_dict)
+
+
+def finetune(cfg_dict: DictConfig) -> dict[str, Any]:
+    """Continue training a checkpoint (`init`) on new text with its objective: domain-adaptive
+    pretraining. Downstream tasks (`task=`) build on this verb."""
+    if cfg_dict.get("task") is not None:
+        raise UserError("task=... fine-tuning is not available yet; see the README for what is")
+    init = ckpt.resolve_checkpoint(cfg_dict.init, "init") if cfg_dict.get("init") else None
+    if init is not None:
+        saved = OmegaConf.create(ckpt.read_checkpoint(init).config_yaml)
+        # The architecture and tokenizer come from the checkpoint; the rest from the command line.
+        cfg_dict = cfg_dict.copy()
+        cfg_dict.model = OmegaConf.merge(cfg_dict.model, saved.model)
+        cfg_dict.tokenizer = OmegaConf.merge(cfg_dict.tokenizer, saved.tokenizer)
+    return train_from_config(cfg_dict, init=init)
+
+
+def overridden_sections() -> set[str]:
+    """Top-level config sections the user touched on the command line."""
+    from hydra.core.hydra_config import HydraConfig
+
+    sections = set()
+    for override in HydraConfig.get().overrides.task:
+        key = override.split("=", 1)[0].lstrip("+~")
+        sections.add(key.split(".", 1)[0].split("@", 1)[0])
+    return sections
+
+
+def evaluate(cfg_dict: DictConfig) -> dict[str, Any]:
+    """Evaluate a checkpoint with its objective on validation (or training) data -> eval.json."""
+    if not cfg_dict.get("checkpoint"):
+        raise UserError("nlptool eval needs checkpoint=<checkpoint folder or run directory>")
+    if cfg_dict.get("task") is not None:
+        raise UserError("task=... evaluation is not available yet; see the README for what is")
+    if cfg_dict.split not in ("valid", "train"):
+        raise UserError(f"split={cfg_dict.split!r}: expected valid or train")
+    path = ckpt.resolve_checkpoint(cfg_dict.checkpoint, "checkpoint")
+    saved = OmegaConf.create(ckpt.read_checkpoint(path).config_yaml)
+    touched = overridden_sections()
+    cfg_dict = cfg_dict.copy()
+    cfg_dict.model = OmegaConf.merge(cfg_dict.model, saved.model)
+    cfg_dict.tokenizer = OmegaConf.merge(cfg_dict.tokenizer, saved.tokenizer)
+    for section in ("data", "objective"):  # the checkpoint's, unless given on the command line
+        if section not in touched:
+            cfg_dict[section] = OmegaConf.merge(cfg_dict[section], saved[section])
+    cfg = check_config(cfg_dict)
+    run_dir = run_dir_now()
+    device = resolve_device(cfg.trainer.device)
+    data = prepare_data(cfg, TextTokenizer.load(path))
+    model = build_model(model_config_for(cfg, data.tokenizer))
+    ckpt.load_weights(model, path)
+    job = TrainingJob(
+        model=model,
+        objective=build_objective(cfg.objective.name),
+        train_data=data.train,
+        valid_data=data.train if cfg_dict.split == "train" else data.valid,
+        collate=make_collate(collate, pad_id=data.tokenizer.pad_id),
+        tokenizer=data.tokenizer,
+        config_yaml=to_yaml(cfg),
+        run_dir=run_dir,
+    )
+    metrics = Trainer(cfg.trainer, job, device).evaluate()
+    result = {cfg_dict.split: {k.split("/", 1)[1]: v for k, v in metrics.items()}}
+    result["checkpoint"] = str(path)
+    (run_dir / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+    console.print(metrics_table(f"Evaluation of {path}", {cfg_dict.split: metrics}))
+    console.print(f"Wrote {run_dir / 'eval.json'}")
+    return result

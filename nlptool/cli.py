@@ -1,0 +1,143 @@
+"""`nlptool <verb> [overrides]`: each verb is a Hydra application over configs/<verb>.yaml."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Any, get_type_hints
+
+VERBS = {
+    "pretrain": "Pretrain a model from scratch (BERT with mlm / mlm_nsp, GPT with clm).",
+    "finetune": "Continue training from a checkpoint (init=PATH) on new data.",
+    "eval": "Evaluate a checkpoint (checkpoint=PATH) on validation data; writes eval.json.",
+}
+
+USAGE = """usage: nlptool <verb> [key=value ...] [--cfg job] [-m] [--help]
+
+Verbs:
+{verbs}
+
+Each verb is a Hydra application: override any key (trainer.lr=3e-4), choose config group
+options (model=bert-mini objective=mlm_nsp), print the composed config (--cfg job), or sweep
+(-m trainer.lr=1e-3,3e-4). `nlptool <verb> --help` lists the groups and their options.
+"""
+
+
+def config_dir() -> str:
+    """The YAML configs: inside the installed package, or configs/ of a source checkout."""
+    try:
+        packaged = resources.files("nlptool.configs")
+        if packaged.is_dir() and (packaged / "pretrain.yaml").is_file():
+            return str(packaged)
+    except (ModuleNotFoundError, TypeError):
+        pass
+    return str(Path(__file__).resolve().parent.parent / "configs")
+
+
+def _print_error(message: str) -> None:
+    from rich.console import Console
+    from rich.panel import Panel
+
+    Console(stderr=True, highlight=False).print(
+        Panel(message, title="nlptool: error", title_align="left", border_style="red", expand=False)
+    )
+
+
+# -- checking override keys before Hydra sees them ------------------------------------------
+
+
+def _schema(verb: str) -> Any:
+    from nlptool.config import EvalConfig, FinetuneConfig, PretrainConfig
+
+    return {"pretrain": PretrainConfig, "finetune": FinetuneConfig, "eval": EvalConfig}[verb]
+
+
+def check_override_keys(verb: str, args: list[str]) -> str | None:
+    """A message for the first `a.b.c=value` override whose key the schema does not have.
+
+    Hydra would reject it too, but without listing the keys that exist; this names them, with
+    the closest match first. Group choices (`model=bert-mini`), `+`/`~` overrides and `hydra.*`
+    keys are left to Hydra.
+    """
+    for arg in args:
+        if arg.startswith(("-", "+", "~")) or "=" not in arg:
+            continue
+        key = arg.split("=", 1)[0]
+        if key.startswith("hydra") or "." not in key:
+            continue
+        node: Any = _schema(verb)
+        path: list[str] = []
+        for part in key.split("."):
+            if not dataclasses.is_dataclass(node):
+                break  # below a free-form node (e.g. a list or dict value)
+            names = [f.name for f in dataclasses.fields(node)]
+            if part not in names:
+                where = ".".join(path) or "the top level"
+                close = difflib.get_close_matches(part, names, n=1)
+                hint = f" Did you mean {'.'.join([*path, close[0]])}?" if close else ""
+                return (
+                    f"Unknown config key '{key}': '{part}' is not a key of {where}.{hint} "
+                    f"Valid keys there: {', '.join(names)}."
+                )
+            path.append(part)
+            node = get_type_hints(node).get(part)
+    return None
+
+
+# -- the verbs ---------------------------------------------------------------------------------
+
+
+def _run_verb(verb: str, args: list[str]) -> None:
+    import hydra
+
+    from nlptool import app
+    from nlptool.config import register_configs
+    from nlptool.errors import UserError
+
+    message = check_override_keys(verb, args)
+    if message:
+        _print_error(message)
+        sys.exit(2)
+    register_configs()
+    task = {"pretrain": app.pretrain, "finetune": app.finetune, "eval": app.evaluate}[verb]
+
+    def run(cfg) -> None:
+        try:
+            task(cfg)
+        except UserError as err:
+            _print_error(str(err))
+            sys.exit(2)
+
+    run.__name__ = verb  # Hydra names the job (and its log file) after the function
+    main = hydra.main(version_base="1.3", config_path=config_dir(), config_name=verb)(run)
+    sys.argv = [f"nlptool {verb}", *args]
+    main()
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        verbs = "\n".join(f"  {name:<10} {text}" for name, text in VERBS.items())
+        print(USAGE.format(verbs=verbs))
+        sys.exit(0 if argv else 2)
+    if argv[0] in ("-V", "--version"):
+        from nlptool import __version__
+
+        print(f"nlptool {__version__}")
+        return
+    verb, rest = argv[0], argv[1:]
+    if verb not in VERBS:
+        close = difflib.get_close_matches(verb, list(VERBS), n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        _print_error(f"Unknown verb '{verb}'.{hint} Valid verbs: {', '.join(VERBS)}.")
+        sys.exit(2)
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    _run_verb(verb, rest)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,335 @@
+"""Typed schemas of every config group, registered in Hydra's ConfigStore.
+
+Each verb's YAML (`configs/pretrain.yaml` ...) starts its defaults list with the schema of that
+verb, so Hydra merges every group file and every command-line override into a typed node: an
+unknown key or a value of the wrong type fails at composition, naming the key. Range checks and
+cross-field rules live in `validate()` methods that `check_config` runs before any work starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from nlptool.errors import UserError
+from nlptool.models.config import ModelConfig
+
+OBJECTIVES = ("mlm", "mlm_nsp", "clm")
+DATA_SOURCES = ("builtin", "text", "hf")
+TOKENIZER_KINDS = ("wordpiece", "bpe", "pretrained")
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "bf16", "fp16")
+SCHEDULES = ("linear", "cosine", "constant")
+RESUME_HELP = "auto, never, or the path of a checkpoint folder"
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise ValueError(message)
+
+
+@dataclass
+class ObjectiveConfig:
+    """What the pretraining loss is."""
+
+    name: str = "mlm"
+    """mlm (masked LM), mlm_nsp (masked LM + next-sentence prediction), clm (causal LM)."""
+    mask_rate: float = 0.15
+    """Fraction of non-special tokens selected for prediction (mlm, mlm_nsp)."""
+    mask_token_prob: float = 0.8
+    """Of the selected tokens, the fraction replaced by the mask token."""
+    random_token_prob: float = 0.1
+    """Of the selected tokens, the fraction replaced by a random token (the rest stay unchanged)."""
+    nsp_random_prob: float = 0.5
+    """mlm_nsp: probability that segment B is taken from another document."""
+
+    def validate(self) -> None:
+        _check(
+            self.name in OBJECTIVES, f"objective.name={self.name!r}: expected one of {OBJECTIVES}"
+        )
+        _check(
+            0.0 < self.mask_rate < 1.0, f"objective.mask_rate={self.mask_rate}: must be in (0, 1)"
+        )
+        for key in ("mask_token_prob", "random_token_prob", "nsp_random_prob"):
+            value = getattr(self, key)
+            _check(0.0 <= value <= 1.0, f"objective.{key}={value}: must be in [0, 1]")
+        _check(
+            self.mask_token_prob + self.random_token_prob <= 1.0,
+            "objective.mask_token_prob + objective.random_token_prob must not exceed 1 "
+            f"(got {self.mask_token_prob} + {self.random_token_prob})",
+        )
+
+
+@dataclass
+class DataConfig:
+    """Where the pretraining text comes from and how it is cut into examples."""
+
+    source: str = "builtin"
+    """builtin (the embedded offline corpus), text (local files), hf (a Hugging Face data set)."""
+    train_files: Any = None
+    """data=text: paths or globs (a list, or one string; commas separate several)."""
+    valid_files: Any = None
+    """data=text: validation files; when unset a fraction of the training documents is held out."""
+    text_column: str = "text"
+    """Column holding the text in .jsonl/.json/.csv/.tsv/.parquet files and HF data sets."""
+    name: str | None = None
+    """data=hf: the data set's name on the hub (or a local path load_dataset accepts)."""
+    config: str | None = None
+    """data=hf: the data set's configuration (e.g. wikitext-103-raw-v1)."""
+    train_split: str = "train"
+    """data=hf: the split to train on."""
+    valid_split: str | None = "validation"
+    """data=hf: the validation split (null: hold out valid_fraction of the training split)."""
+    max_seq_len: int = 128
+    """Tokens per training example (packed block or sentence pair, special tokens included)."""
+    valid_fraction: float = 0.05
+    """Fraction of training documents held out for validation when no validation files are given."""
+    max_valid_examples: int = 512
+    """Cap on validation examples, so periodic evaluation stays cheap (0: no cap)."""
+    num_proc: int | None = None
+    """Processes for tokenization (datasets.map); null: one per CPU core, at most 8."""
+    cache_dir: str | None = None
+    """Where tokenized data and trained tokenizers are cached (default: $NLPTOOL_CACHE or ~/.cache/nlptool)."""
+
+    def validate(self) -> None:
+        _check(
+            self.source in DATA_SOURCES,
+            f"data.source={self.source!r}: expected one of {DATA_SOURCES}",
+        )
+        _check(self.max_seq_len >= 8, f"data.max_seq_len={self.max_seq_len}: must be at least 8")
+        _check(
+            0.0 <= self.valid_fraction < 1.0,
+            f"data.valid_fraction={self.valid_fraction}: must be in [0, 1)",
+        )
+        _check(self.max_valid_examples >= 0, "data.max_valid_examples must be >= 0")
+        if self.source == "text":
+            _check(
+                bool(self.train_files),
+                "data=text needs data.train_files (paths or globs), e.g. "
+                "data.train_files='corpus/*.txt.gz'",
+            )
+        if self.source == "hf":
+            _check(bool(self.name), "data=hf needs data.name, e.g. data.name=wikitext")
+        if self.num_proc is not None:
+            _check(self.num_proc >= 1, f"data.num_proc={self.num_proc}: must be >= 1")
+
+
+@dataclass
+class TokenizerConfig:
+    """How text becomes token ids."""
+
+    kind: str = "wordpiece"
+    """wordpiece or bpe (trained on the corpus and cached), or pretrained (loaded from path)."""
+    vocab_size: int = 8192
+    """Vocabulary size of a trained tokenizer."""
+    min_frequency: int = 2
+    """A pair must occur this often to be merged when training."""
+    lowercase: bool = True
+    """wordpiece: lower-case and strip accents (uncased BERT)."""
+    path: str | None = None
+    """pretrained: a tokenizer.json, a folder holding one, or an nlptool checkpoint."""
+    max_training_chars: int = 50_000_000
+    """Train the tokenizer on at most this much text from the start of the corpus."""
+
+    def validate(self) -> None:
+        _check(
+            self.kind in TOKENIZER_KINDS,
+            f"tokenizer.kind={self.kind!r}: expected one of {TOKENIZER_KINDS}",
+        )
+        if self.kind == "pretrained":
+            _check(
+                bool(self.path),
+                "tokenizer=pretrained needs tokenizer.path=<tokenizer.json or folder>",
+            )
+        else:
+            _check(
+                self.vocab_size >= 300,
+                f"tokenizer.vocab_size={self.vocab_size}: must be at least 300 (bytes and special tokens)",
+            )
+
+
+@dataclass
+class TrainerConfig:
+    """Steps, optimisation, precision, logging and checkpoints."""
+
+    device: str = "auto"
+    """auto (cuda when available), cpu or cuda."""
+    precision: str = "fp32"
+    """fp32, bf16 (autocast) or fp16 (autocast with a gradient scaler; CUDA only)."""
+    max_steps: int = 300
+    """Optimizer steps to train for."""
+    batch_size: int = 32
+    """Global batch: sequences per optimizer step, whatever the number of devices."""
+    micro_batch_size: int | None = None
+    """Sequences per forward pass on one device; null: the whole per-device batch at once."""
+    lr: float = 1e-3
+    """Peak learning rate."""
+    min_lr_ratio: float = 0.0
+    """Final learning rate as a fraction of lr (linear and cosine schedules)."""
+    warmup_steps: int = 30
+    """Linear warm-up steps from 0 to lr."""
+    schedule: str = "linear"
+    """Decay after warm-up: linear, cosine or constant."""
+    weight_decay: float = 0.01
+    """AdamW weight decay (not applied to biases, LayerNorm weights and embeddings' positions)."""
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this (0: no clipping)."""
+    seed: int = 1234
+    """Seeds weights, dropout, shuffling and masking."""
+    log_every: int = 10
+    """Steps between training log records."""
+    eval_every: int = 100
+    """Steps between validations (0: only before the first and after the last step)."""
+    eval_batches: int = 0
+    """Cap on validation batches per evaluation (0: all validation examples)."""
+    save_every: int = 0
+    """Steps between checkpoints (0: only at the end)."""
+    keep_last: int = 2
+    """Checkpoints kept (the newest always survives)."""
+    compile: bool = False
+    """Wrap the model in torch.compile."""
+    num_workers: int = 0
+    """DataLoader worker processes."""
+    progress: bool = True
+    """Show a live progress bar on a terminal (plain log lines otherwise)."""
+
+    def validate(self) -> None:
+        _check(self.device in DEVICES, f"trainer.device={self.device!r}: expected one of {DEVICES}")
+        _check(
+            self.precision in PRECISIONS,
+            f"trainer.precision={self.precision!r}: expected one of {PRECISIONS}",
+        )
+        _check(
+            self.schedule in SCHEDULES,
+            f"trainer.schedule={self.schedule!r}: expected one of {SCHEDULES}",
+        )
+        _check(self.max_steps >= 1, f"trainer.max_steps={self.max_steps}: must be >= 1")
+        _check(self.batch_size >= 1, f"trainer.batch_size={self.batch_size}: must be >= 1")
+        if self.micro_batch_size is not None:
+            _check(
+                self.micro_batch_size >= 1,
+                f"trainer.micro_batch_size={self.micro_batch_size}: must be >= 1",
+            )
+        _check(self.lr > 0, f"trainer.lr={self.lr}: must be positive")
+        _check(0.0 <= self.min_lr_ratio <= 1.0, "trainer.min_lr_ratio must be in [0, 1]")
+        _check(self.warmup_steps >= 0, "trainer.warmup_steps must be >= 0")
+        _check(self.weight_decay >= 0, "trainer.weight_decay must be >= 0")
+        _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "trainer.beta1/beta2 must be in [0, 1)")
+        _check(self.grad_clip >= 0, "trainer.grad_clip must be >= 0 (0 disables clipping)")
+        for key in ("log_every", "eval_every", "save_every", "eval_batches", "num_workers"):
+            _check(getattr(self, key) >= 0, f"trainer.{key} must be >= 0")
+        _check(self.log_every >= 1, "trainer.log_every must be >= 1")
+        _check(self.keep_last >= 1, "trainer.keep_last must be >= 1")
+
+
+@dataclass
+class PretrainConfig:
+    """`nlptool pretrain`: train a model from scratch with a self-supervised objective."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    resume: str = "auto"
+    """auto (continue from this run directory's last checkpoint if any), never, or a checkpoint."""
+
+
+@dataclass
+class FinetuneConfig(PretrainConfig):
+    """`nlptool finetune`: continue training from `init` (a checkpoint)."""
+
+    init: str | None = None
+    """An nlptool checkpoint folder to start from (null: train from scratch)."""
+    task: Any | None = None
+    """The downstream task (config group `task`)."""
+
+
+@dataclass
+class EvalConfig(PretrainConfig):
+    """`nlptool eval`: evaluate a checkpoint on validation data."""
+
+    checkpoint: str | None = None
+    """The checkpoint folder to evaluate (required)."""
+    split: str = "valid"
+    """Which split to evaluate."""
+    task: Any | None = None
+
+
+def register_configs() -> None:
+    """Put the schemas in Hydra's ConfigStore, under the names the verb YAMLs list first."""
+    store = ConfigStore.instance()
+    store.store(name="pretrain_schema", node=PretrainConfig)
+    store.store(name="finetune_schema", node=FinetuneConfig)
+    store.store(name="eval_schema", node=EvalConfig)
+
+
+def check_config(cfg: DictConfig) -> Any:
+    """Turn the composed config into typed objects and run every range and cross-field check.
+
+    Returns the dataclass instance (PretrainConfig or a subclass). Raises UserError naming the key.
+    """
+    try:
+        typed = OmegaConf.to_object(cfg)
+    except (OmegaConfBaseException, ValueError) as err:
+        raise UserError(f"Invalid config: {err}") from None
+    try:
+        for node in (typed.objective, typed.data, typed.tokenizer, typed.trainer):
+            node.validate()
+        typed.model.validate()
+        _check_combinations(typed)
+    except ValueError as err:
+        raise UserError(f"Invalid config: {err}") from None
+    return typed
+
+
+def _check_combinations(cfg: PretrainConfig) -> None:
+    arch, objective = cfg.model.arch, cfg.objective.name
+    if objective in ("mlm", "mlm_nsp"):
+        _check(
+            arch == "bert",
+            f"objective={objective} needs a bidirectional encoder (model=bert-*), "
+            f"but model={cfg.model.name} is a {arch} model; use objective=clm with gpt models",
+        )
+    if objective == "clm":
+        _check(
+            arch == "gpt",
+            f"objective=clm needs a causal decoder (model=gpt-*), but model={cfg.model.name} "
+            f"is a {arch} model; use objective=mlm or mlm_nsp with bert models",
+        )
+    _check(
+        cfg.data.max_seq_len <= cfg.model.max_seq_len,
+        f"data.max_seq_len={cfg.data.max_seq_len} exceeds model.max_seq_len="
+        f"{cfg.model.max_seq_len} (the model's number of positions)",
+    )
+    if cfg.trainer.precision == "fp16":
+        _check(
+            cfg.trainer.device != "cpu",
+            "trainer.precision=fp16 needs a CUDA device (CPU has no fast fp16 kernels); "
+            "use fp32 or bf16 on CPU",
+        )
+    mb = cfg.trainer.micro_batch_size
+    if mb is not None:
+        _check(
+            cfg.trainer.batch_size % mb == 0,
+            f"trainer.batch_size={cfg.trainer.batch_size} is not a multiple of "
+            f"trainer.micro_batch_size={mb}",
+        )
+    _check(
+        cfg.resume in ("auto", "never") or bool(cfg.resume),
+        f"resume={cfg.resume!r}: expected {RESUME_HELP}",
+    )
+
+
+def to_yaml(cfg: Any) -> str:
+    """A plain-YAML rendering of a config (DictConfig or dataclass), for checkpoints and logs."""
+    if not isinstance(cfg, DictConfig):
+        cfg = OmegaConf.structured(cfg)
+    return OmegaConf.to_yaml(cfg, resolve=True)

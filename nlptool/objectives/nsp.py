@@ -1,0 +1,35 @@
+"""Masked LM plus next-sentence prediction (BERT's original pretraining).
+
+The pair is drawn by the data pipeline (`PretrainingExamples._nsp_pair`): label 0 when segment B
+follows A in the document, 1 when B comes from another document. The NSP head reads the pooled
+first token.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nlptool.objectives.base import LossTerm
+from nlptool.objectives.mlm import MaskedLM, masked_lm_term
+
+
+class MaskedLMWithNSP(MaskedLM):
+    name = "mlm_nsp"
+    terms = ("mlm", "nsp")
+
+    def counts(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        counts = super().counts(batch)
+        counts["nsp"] = torch.tensor(batch["nsp_labels"].numel())
+        return counts
+
+    def __call__(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, LossTerm]:
+        hidden = model(batch["input_ids"], batch.get("attention_mask"), batch["token_type_ids"])
+        nsp_logits = model.nsp_logits(model.pool(hidden))  # (B, 2)
+        labels = batch["nsp_labels"]
+        nsp = LossTerm(
+            F.cross_entropy(nsp_logits.float(), labels, reduction="sum"),
+            (nsp_logits.argmax(dim=-1) == labels).sum(),
+        )
+        return {"mlm": masked_lm_term(model, hidden, batch["mlm_labels"]), "nsp": nsp}

@@ -1,0 +1,217 @@
+"""Checkpoints: written atomically, found again on resume, pruned to the last k.
+
+Layout of `<run_dir>/checkpoints/`:
+
+    step-<N>/model.safetensors   weights (tied tensors stored once)
+    step-<N>/config.yaml         the full composed config, plain YAML
+    step-<N>/tokenizer.json
+    step-<N>/training_state.pt   optimizer, scheduler, grad scaler, RNG states
+    step-<N>/trainer_state.json  step, tokens seen, metrics
+    step-<N>/manifest.json       written last: every file with its size
+    last -> step-<N>             symlink to the newest complete checkpoint
+
+A checkpoint is written into a hidden temporary folder and renamed into place only when every file
+is on disk, so a crash or Ctrl-C during a save never leaves a partial folder under a final name,
+and the previous checkpoint stays as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_model, save_model
+
+from nlptool.errors import UserError
+
+STEP_DIR = re.compile(r"^step-(\d+)$")
+MANIFEST = "manifest.json"
+WEIGHTS = "model.safetensors"
+CONFIG = "config.yaml"
+TOKENIZER = "tokenizer.json"
+TRAINING_STATE = "training_state.pt"
+TRAINER_STATE = "trainer_state.json"
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def rng_state() -> dict[str, Any]:
+    state = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(
+    checkpoints_dir: Path,
+    step: int,
+    *,
+    model: torch.nn.Module,
+    config_yaml: str,
+    tokenizer,
+    training_state: dict[str, Any],
+    trainer_state: dict[str, Any],
+    keep_last: int,
+) -> Path:
+    """Write `step-<step>` atomically, point `last` at it, prune old ones. Returns its path."""
+    checkpoints_dir.mkdir(parents=True, exist_ok=True)
+    final = checkpoints_dir / f"step-{step}"
+    tmp = checkpoints_dir / f".tmp-step-{step}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    save_model(model, str(tmp / WEIGHTS))
+    (tmp / CONFIG).write_text(config_yaml)
+    tokenizer.save(tmp / TOKENIZER)
+    torch.save(training_state, tmp / TRAINING_STATE)
+    (tmp / TRAINER_STATE).write_text(json.dumps(trainer_state, indent=2, sort_keys=True))
+    files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}
+    (tmp / MANIFEST).write_text(json.dumps({"step": step, "files": files}, indent=2))
+    for path in tmp.iterdir():
+        with open(path, "rb") as fh:
+            os.fsync(fh.fileno())
+    _fsync_dir(tmp)
+    if final.exists():  # the same step saved again (after a resume): swap the old one out
+        old = checkpoints_dir / f".old-step-{step}-{os.getpid()}"
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+    _point_link(checkpoints_dir / "last", final.name)
+    _fsync_dir(checkpoints_dir)
+    prune(checkpoints_dir, keep_last)
+    return final
+
+
+def _point_link(link: Path, target: str) -> None:
+    tmp = link.with_name(f".{link.name}-{os.getpid()}")
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+
+
+def step_of(path: Path) -> int | None:
+    match = STEP_DIR.match(path.name)
+    return int(match.group(1)) if match else None
+
+
+def prune(checkpoints_dir: Path, keep_last: int) -> None:
+    """Delete all but the newest keep_last checkpoints; never the targets of last or best."""
+    protected = {
+        (checkpoints_dir / name).resolve()
+        for name in ("last", "best")
+        if (checkpoints_dir / name).is_symlink()
+    }
+    steps = sorted(
+        (p for p in checkpoints_dir.iterdir() if step_of(p) is not None), key=step_of, reverse=True
+    )
+    for path in steps[keep_last:]:
+        if path.resolve() not in protected:
+            shutil.rmtree(path, ignore_errors=True)  # a failed delete must not stop training
+
+
+def is_complete(path: Path) -> bool:
+    """A checkpoint folder whose manifest exists and whose files all have the recorded sizes."""
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+        return all((path / name).stat().st_size == size for name, size in manifest["files"].items())
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def find_latest(checkpoints_dir: Path) -> Path | None:
+    """The `last` checkpoint if complete, else the newest complete `step-*` folder, else None."""
+    if not checkpoints_dir.is_dir():
+        return None
+    last = checkpoints_dir / "last"
+    if last.exists() and is_complete(last):
+        return last.resolve()
+    steps = sorted(
+        (p for p in checkpoints_dir.iterdir() if step_of(p) is not None), key=step_of, reverse=True
+    )
+    return next((p for p in steps if is_complete(p)), None)
+
+
+def resolve_checkpoint(path: str | Path, key: str) -> Path:
+    """A user-given checkpoint: the folder itself, or a run / checkpoints folder holding `last`."""
+    path = Path(path).expanduser()
+    candidates = [path, path / "last", path / "checkpoints" / "last"]
+    for candidate in candidates:
+        if (candidate / MANIFEST).is_file():
+            if not is_complete(candidate):
+                raise UserError(
+                    f"{key}={path}: the checkpoint {candidate} is incomplete or corrupt (its files "
+                    f"do not match {MANIFEST})"
+                )
+            return candidate.resolve()
+    if not path.exists():
+        raise UserError(f"{key}={path}: no such file or folder")
+    raise UserError(
+        f"{key}={path}: not an nlptool checkpoint (no {MANIFEST} in it, nor in its "
+        "last or checkpoints/last); give a checkpoints/step-<N> folder or a run directory"
+    )
+
+
+@dataclass
+class LoadedCheckpoint:
+    path: Path
+    config_yaml: str
+    trainer_state: dict[str, Any]
+
+    @property
+    def step(self) -> int:
+        return int(self.trainer_state["step"])
+
+
+def read_checkpoint(path: Path) -> LoadedCheckpoint:
+    return LoadedCheckpoint(
+        path=path,
+        config_yaml=(path / CONFIG).read_text(),
+        trainer_state=json.loads((path / TRAINER_STATE).read_text()),
+    )
+
+
+def load_weights(model: torch.nn.Module, path: Path) -> None:
+    missing, unexpected = load_model(model, str(path / WEIGHTS), strict=False)
+    if missing or unexpected:
+        raise UserError(
+            f"The weights in {path / WEIGHTS} do not fit the model: missing "
+            f"{sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
+        )
+
+
+def load_training_state(path: Path) -> dict[str, Any]:
+    return torch.load(path / TRAINING_STATE, map_location="cpu", weights_only=False)

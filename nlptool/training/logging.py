@@ -1,0 +1,129 @@
+"""What the user sees and what is written down: progress bar, summary tables, metrics.jsonl."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+console = Console(highlight=False)
+
+
+class MetricsLog:
+    """Appends one JSON object per line to metrics.jsonl; every record carries "step"."""
+
+    def __init__(self, path: Path, resume_step: int | None = None) -> None:
+        self.path = path
+        if resume_step is not None and path.exists():
+            # Records past the checkpoint we resume from belong to a run that was lost: drop them.
+            kept = [
+                line
+                for line in path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= resume_step
+            ]
+            path.write_text("".join(line + "\n" for line in kept))
+
+    def write(self, record: dict[str, Any]) -> None:
+        record = {k: _plain(v) for k, v in record.items()}
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def format_value(value: Any) -> str:
+    if isinstance(value, float):
+        if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
+            return f"{value:.3e}"
+        return f"{value:.4f}"
+    return str(value)
+
+
+def summary_table(title: str, rows: list[tuple[str, str]]) -> Table:
+    table = Table(title=title, show_header=False, title_justify="left", box=None, pad_edge=False)
+    table.add_column(style="bold cyan", no_wrap=True)
+    table.add_column()
+    for key, value in rows:
+        table.add_row(key, value)
+    return table
+
+
+def metrics_table(title: str, records: dict[str, dict[str, Any]]) -> Table:
+    """records: column name (e.g. "start", "end") -> metrics; one row per metric name."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("metric", style="bold")
+    names: list[str] = []
+    for metrics in records.values():
+        names.extend(k for k in metrics if k not in names and k != "step")
+    for column in records:
+        table.add_column(column, justify="right")
+    for name in names:
+        table.add_row(name, *(format_value(m.get(name, "")) for m in records.values()))
+    return table
+
+
+class TrainingProgress:
+    """A rich progress bar (step, loss, lr, tokens/s, ETA) on a terminal; log lines otherwise."""
+
+    def __init__(self, total_steps: int, start_step: int, enabled: bool = True) -> None:
+        self.live = enabled and console.is_terminal
+        self.total, self.start = total_steps, start_step
+        self.started = time.perf_counter()
+        self.progress = Progress(
+            TextColumn("[bold blue]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[stats]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+            disable=not self.live,
+        )
+        self.task = self.progress.add_task(
+            "train", total=total_steps, completed=start_step, stats=""
+        )
+
+    def __enter__(self) -> TrainingProgress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.__exit__(*exc)
+
+    def advance(self, step: int) -> None:
+        self.progress.update(self.task, completed=step)
+
+    def log(self, record: dict[str, Any]) -> None:
+        stats = (
+            f"loss {record['train/loss']:.4f}  lr {record['train/lr']:.2e}  "
+            f"{record['train/tokens_per_s']:,.0f} tok/s"
+        )
+        self.progress.update(self.task, stats=stats)
+        if not self.live:
+            done = record["step"] - self.start
+            elapsed = time.perf_counter() - self.started
+            eta = elapsed / max(done, 1) * (self.total - record["step"])
+            console.print(f"step {record['step']:>6}/{self.total}  {stats}  eta {eta:,.0f}s")
+
+    def note(self, message: str) -> None:
+        self.progress.console.print(message)

@@ -1,0 +1,334 @@
+"""The training loop. It owns steps, precision, accumulation, evaluation, checkpoints and logs,
+and knows nothing of any objective or task beyond the `Objective` protocol."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from nlptool.data.pretraining import StepSampler
+from nlptool.objectives.base import Objective
+from nlptool.training import checkpoint as ckpt
+from nlptool.training.logging import MetricsLog, TrainingProgress, console
+from nlptool.training.optim import build_optimizer, build_scheduler
+
+Batch = dict[str, torch.Tensor]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        from nlptool.errors import UserError
+
+        raise UserError("trainer.device=cuda, but no CUDA device is available; use auto or cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def autocast_context(device: torch.device, precision: str):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def num_tokens(batch: Batch) -> int:
+    mask = batch.get("attention_mask")
+    return int(mask.sum()) if mask is not None else batch["input_ids"].numel()
+
+
+@dataclass
+class TrainingJob:
+    """Everything task-specific the loop is handed."""
+
+    model: nn.Module
+    objective: Objective
+    train_data: torch.utils.data.Dataset  # keyed by (epoch, index)
+    valid_data: torch.utils.data.Dataset  # keyed by (0, index)
+    collate: Callable[[list[dict]], Batch]
+    tokenizer: Any  # saved with every checkpoint
+    config_yaml: str  # saved with every checkpoint
+    run_dir: Path
+    extra_state: dict[str, Any] = field(default_factory=dict)
+
+
+class StopRequested:
+    """SIGINT / SIGTERM: finish the current step, save, and stop. A second Ctrl-C aborts."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopRequested:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(ValueError):  # not the main thread: no handlers
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        console.print(
+            f"[yellow]{signal.Signals(signum).name}: stopping after this step and saving a "
+            "checkpoint (Ctrl-C again to abort without saving)[/]"
+        )
+
+
+class Trainer:
+    def __init__(self, cfg, job: TrainingJob, device: torch.device) -> None:
+        self.cfg, self.job, self.device = cfg, job, device
+        self.model = job.model.to(device)
+        self.step_model = torch.compile(self.model) if cfg.compile else self.model
+        self.optimizer = build_optimizer(self.model, cfg, device)
+        self.scheduler = build_scheduler(self.optimizer, cfg)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
+        self.micro_batch_size = cfg.micro_batch_size or cfg.batch_size
+        self.accumulation = cfg.batch_size // self.micro_batch_size
+        self.step = 0
+        self.tokens_seen = 0
+        self.checkpoints_dir = job.run_dir / "checkpoints"
+        self.history: dict[str, dict[str, Any]] = {}
+
+    # -- state ------------------------------------------------------------------------------
+
+    def restore(self, path: Path) -> None:
+        """Continue from a checkpoint of this same run: weights, optimizer, schedule, RNG, step."""
+        ckpt.load_weights(self.model, path)
+        state = ckpt.load_training_state(path)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        ckpt.set_rng_state(state["rng"])
+        trainer_state = ckpt.read_checkpoint(path).trainer_state
+        self.step = int(trainer_state["step"])
+        self.tokens_seen = int(trainer_state.get("tokens_seen", 0))
+
+    def save(self, metrics: dict[str, Any] | None = None) -> Path:
+        return ckpt.save_checkpoint(
+            self.checkpoints_dir,
+            self.step,
+            model=self.model,
+            config_yaml=self.job.config_yaml,
+            tokenizer=self.job.tokenizer,
+            training_state={
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "rng": ckpt.rng_state(),
+            },
+            trainer_state={
+                "step": self.step,
+                "tokens_seen": self.tokens_seen,
+                "metrics": metrics or {},
+                **self.job.extra_state,
+            },
+            keep_last=self.cfg.keep_last,
+        )
+
+    # -- data -------------------------------------------------------------------------------
+
+    def _train_batches(self) -> Iterator[Batch]:
+        sampler = StepSampler(
+            len(self.job.train_data),
+            self.cfg.batch_size,
+            self.micro_batch_size,
+            self.cfg.seed,
+            start_step=self.step,
+            max_steps=self.cfg.max_steps,
+        )
+        loader = torch.utils.data.DataLoader(
+            self.job.train_data,
+            batch_sampler=sampler,
+            collate_fn=self.job.collate,
+            num_workers=self.cfg.num_workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+            prefetch_factor=4 if self.cfg.num_workers else None,
+        )
+        return iter(loader)
+
+    def _to_device(self, batch: Batch) -> Batch:
+        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+
+    # -- one optimizer step -----------------------------------------------------------------
+
+    def train_step(self, micro_batches: list[Batch]) -> dict[str, torch.Tensor]:
+        """Forward and backward every micro-batch of one global batch, then step.
+
+        Each term's summed loss is divided by the term's prediction count over the whole global
+        batch, so the gradient is that of the global batch's mean loss however it is split.
+        """
+        objective = self.job.objective
+        counts = {term: 0 for term in objective.terms}
+        for batch in micro_batches:
+            for term, n in objective.counts(batch).items():
+                counts[term] += int(n)
+        self.model.train()
+        sums = {term: torch.zeros((), device=self.device) for term in objective.terms}
+        for batch in micro_batches:
+            batch = self._to_device(batch)
+            with autocast_context(self.device, self.cfg.precision):
+                terms = objective(self.step_model, batch)
+            loss = sum(terms[t].loss_sum / max(counts[t], 1) for t in objective.terms)
+            self.scaler.scale(loss).backward()
+            for term in objective.terms:
+                sums[term] += terms[term].loss_sum.detach()
+        self.scaler.unscale_(self.optimizer)
+        max_norm = self.cfg.grad_clip if self.cfg.grad_clip > 0 else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        out = {f"{t}_loss": sums[t] / max(counts[t], 1) for t in objective.terms}
+        out["loss"] = sum(out[f"{t}_loss"] for t in objective.terms)
+        out["grad_norm"] = grad_norm
+        return out
+
+    # -- evaluation -------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def evaluate(self) -> dict[str, float]:
+        """Mean loss, accuracy and perplexity over the validation examples (fixed masks)."""
+        objective = self.job.objective
+        data = self.job.valid_data
+        keys = [(0, i) for i in range(len(data))]
+        batch_size = self.micro_batch_size
+        if self.cfg.eval_batches:
+            keys = keys[: self.cfg.eval_batches * batch_size]
+        was_training = self.model.training
+        self.model.eval()
+        loss_sums = dict.fromkeys(objective.terms, 0.0)
+        correct = dict.fromkeys(objective.terms, 0.0)
+        counts = dict.fromkeys(objective.terms, 0)
+        for start in range(0, len(keys), batch_size):
+            batch = self.job.collate([data[k] for k in keys[start : start + batch_size]])
+            for term, n in objective.counts(batch).items():
+                counts[term] += int(n)
+            with autocast_context(self.device, self.cfg.precision):
+                terms = objective(self.step_model, self._to_device(batch))
+            for term, result in terms.items():
+                loss_sums[term] += float(result.loss_sum)
+                correct[term] += float(result.correct)
+        self.model.train(was_training)
+        metrics: dict[str, float] = {}
+        for term in objective.terms:
+            n = max(counts[term], 1)
+            metrics[f"valid/{term}_loss"] = loss_sums[term] / n
+            metrics[f"valid/{term}_accuracy"] = correct[term] / n
+        metrics["valid/loss"] = sum(metrics[f"valid/{t}_loss"] for t in objective.terms)
+        if objective.perplexity_term:
+            ppl_loss = metrics[f"valid/{objective.perplexity_term}_loss"]
+            metrics["valid/ppl"] = math.exp(min(ppl_loss, 50.0))
+        return metrics
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def fit(self, log: MetricsLog) -> dict[str, dict[str, Any]]:
+        """Train to max_steps. Returns the validation metrics at the start and at the end."""
+        cfg = self.cfg
+        if self.step >= cfg.max_steps:
+            console.print(
+                f"Already trained to step {self.step} (trainer.max_steps={cfg.max_steps})."
+            )
+            final = self.evaluate()
+            return {"end": {"step": self.step, **final}}
+        if self.step == 0:
+            first = self.evaluate()
+            log.write({"step": 0, **first})
+            self.history["start"] = {"step": 0, **first}
+        batches = self._train_batches()
+        window = {"loss": 0.0, "steps": 0, "tokens": 0, "time": time.perf_counter()}
+        running: dict[str, torch.Tensor] = {}
+        last_valid: dict[str, Any] = {}
+        stopped = False
+        with (
+            StopRequested() as stop,
+            TrainingProgress(cfg.max_steps, self.step, cfg.progress) as bar,
+        ):
+            while self.step < cfg.max_steps:
+                micro_batches = [next(batches) for _ in range(self.accumulation)]
+                tokens = sum(num_tokens(b) for b in micro_batches)
+                lr = self.scheduler.get_last_lr()[0]
+                out = self.train_step(micro_batches)
+                self.step += 1
+                self.tokens_seen += tokens
+                window["tokens"] += tokens
+                window["steps"] += 1
+                for key, value in out.items():
+                    running[key] = running.get(key, 0.0) + value.detach()
+                if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                    elapsed = time.perf_counter() - window["time"]
+                    record = {"step": self.step}
+                    for key, value in running.items():
+                        record[f"train/{key}"] = float(value) / window["steps"]
+                    record["train/lr"] = lr
+                    record["train/tokens_per_s"] = window["tokens"] / max(elapsed, 1e-9)
+                    record["train/tokens_seen"] = self.tokens_seen
+                    log.write(record)
+                    bar.log(record)
+                    running.clear()
+                    window.update(steps=0, tokens=0, time=time.perf_counter())
+                bar.advance(self.step)
+                done = self.step == cfg.max_steps
+                if done or (cfg.eval_every and self.step % cfg.eval_every == 0):
+                    eval_start = time.perf_counter()
+                    last_valid = {"step": self.step, **self.evaluate()}
+                    log.write(last_valid)
+                    bar.note(
+                        f"step {self.step}: valid/loss {last_valid['valid/loss']:.4f}"
+                        + (
+                            f"  ppl {last_valid['valid/ppl']:.2f}"
+                            if "valid/ppl" in last_valid
+                            else ""
+                        )
+                    )
+                    window["time"] += time.perf_counter() - eval_start  # not training time
+                if done or stop.requested or (cfg.save_every and self.step % cfg.save_every == 0):
+                    save_start = time.perf_counter()
+                    path = self.save(last_valid if last_valid.get("step") == self.step else None)
+                    window["time"] += time.perf_counter() - save_start
+                    if stop.requested and not done:
+                        bar.note(f"Saved {path}; resume with resume=auto in this run directory.")
+                        stopped = True
+                        break
+        self.history["end"] = last_valid or {"step": self.step}
+        if stopped:
+            raise TrainingInterrupted(self.step)
+        return self.history
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped early on a signal, after saving a checkpoint."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(f"stopped at step {step}")
+        self.step = step
+
+
+def make_collate(fn: Callable, **kwargs: Any) -> Callable[[list[dict]], Batch]:
+    """A picklable collate function (DataLoader workers need to pickle it)."""
+    return partial(fn, **kwargs)
