@@ -270,13 +270,14 @@ def finetune(cfg_dict: DictConfig) -> dict[str, Any]:
 
 
 def overridden_sections() -> set[str]:
-    """Top-level config sections the user touched on the command line."""
+    """Top-level config sections (and full keys) the user set on the command line."""
     from hydra.core.hydra_config import HydraConfig
 
     sections = set()
     for override in HydraConfig.get().overrides.task:
         key = override.split("=", 1)[0].lstrip("+~")
         sections.add(key.split(".", 1)[0].split("@", 1)[0])
+        sections.add(key)
     return sections
 
 
@@ -297,6 +298,8 @@ def evaluate(cfg_dict: DictConfig) -> dict[str, Any]:
     for section in ("data", "objective"):  # the checkpoint's, unless given on the command line
         if section not in touched:
             cfg_dict[section] = OmegaConf.merge(cfg_dict[section], saved[section])
+    if "trainer.seed" not in touched:  # the seed fixes the validation masks: keep the run's
+        cfg_dict.trainer.seed = saved.trainer.seed
     cfg = check_config(cfg_dict)
     run_dir = run_dir_now()
     device = resolve_device(cfg.trainer.device)

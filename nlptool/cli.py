@@ -60,14 +60,26 @@ def check_override_keys(verb: str, args: list[str]) -> str | None:
     """A message for the first `a.b.c=value` override whose key the schema does not have.
 
     Hydra would reject it too, but without listing the keys that exist; this names them, with
-    the closest match first. Group choices (`model=bert-mini`), `+`/`~` overrides and `hydra.*`
-    keys are left to Hydra.
+    the closest match first; a config group option that does not exist (`model=bert-xxl`) gets
+    the list of options. Sweeps (`a,b`), `~` deletions and `hydra.*` keys are left to Hydra.
     """
+    groups = {
+        p.name: p for p in Path(config_dir()).iterdir() if p.is_dir() and p.name != "__pycache__"
+    }
     for arg in args:
-        if arg.startswith(("-", "+", "~")) or "=" not in arg:
+        if arg.startswith(("-", "~")) or "=" not in arg:
             continue
-        key = arg.split("=", 1)[0]
-        if key.startswith("hydra") or "." not in key:
+        key, value = arg.lstrip("+").split("=", 1)
+        if key.startswith("hydra") or key.startswith("/"):
+            continue
+        if key in groups and "," not in value and value not in ("null", ""):
+            options = sorted(p.stem for p in groups[key].glob("*.yaml"))
+            if value not in options:
+                close = difflib.get_close_matches(value, options, n=1)
+                hint = f" Did you mean {key}={close[0]}?" if close else ""
+                return (
+                    f"Unknown {key} '{value}'.{hint} Valid choices for {key}: {', '.join(options)}."
+                )
             continue
         node: Any = _schema(verb)
         path: list[str] = []

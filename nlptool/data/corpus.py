@@ -52,14 +52,21 @@ def _documents_from_files(paths: list[str], text_column: str) -> Iterator[dict]:
 def _from_files(paths: list[Path], text_column: str, cache_dir: Path) -> datasets.Dataset:
     fingerprint = files_fingerprint(paths)
     features = datasets.Features({"text": datasets.Value("string")})
-    ds = datasets.Dataset.from_generator(
-        _documents_from_files,
-        gen_kwargs={"paths": [str(p) for p in paths], "text_column": text_column},
-        features=features,
-        cache_dir=str(cache_dir / "datasets"),
-        # The files' sizes and mtimes are part of the cache key, so edited files are re-read.
-        fingerprint=hashlib.sha256(f"{fingerprint}:{text_column}".encode()).hexdigest()[:16],
-    )
+    try:
+        ds = datasets.Dataset.from_generator(
+            _documents_from_files,
+            gen_kwargs={"paths": [str(p) for p in paths], "text_column": text_column},
+            features=features,
+            cache_dir=str(cache_dir / "datasets"),
+            # The files' sizes and mtimes are part of the cache key, so edited files are re-read.
+            fingerprint=hashlib.sha256(f"{fingerprint}:{text_column}".encode()).hexdigest()[:16],
+        )
+    except datasets.exceptions.DatasetGenerationError as err:
+        # A reader's UserError (bad line, missing column...) arrives wrapped: hand it on as is.
+        cause = err.__cause__ or err.__context__
+        if isinstance(cause, UserError):
+            raise cause from None
+        raise
     if len(ds) == 0:
         names = ", ".join(str(p) for p in paths[:3])
         raise UserError(f"No text found in {names}: the files are empty or hold only blank lines")

@@ -166,6 +166,9 @@ class Trainer:
             num_workers=self.cfg.num_workers,
             pin_memory=self.device.type == "cuda",
             persistent_workers=False,
+            # Its own generator: a loader draws a base seed when iterated, which must not move the
+            # global RNG (dropout), or a resumed run would drift from a straight one.
+            generator=torch.Generator().manual_seed(self.cfg.seed),
             prefetch_factor=4 if self.cfg.num_workers else None,
         )
         return iter(loader)

@@ -1,0 +1,97 @@
+"""Every config in configs/ composes for every verb, and the typed checks catch bad values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from nlptool.cli import config_dir
+from nlptool.config import check_config, register_configs
+from nlptool.errors import UserError
+
+CONFIGS = Path(config_dir())
+GROUPS = {
+    group.name: sorted(p.stem for p in group.glob("*.yaml"))
+    for group in sorted(CONFIGS.iterdir())
+    if group.is_dir() and group.name != "__pycache__"
+}
+OBJECTIVE_FOR_ARCH = {"bert": "mlm", "gpt": "clm"}
+
+
+def compose_cfg(verb: str, overrides: list[str]):
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        return compose(config_name=verb, overrides=overrides)
+
+
+def test_groups_of_the_contract_exist():
+    assert set(GROUPS) >= {"model", "objective", "data", "tokenizer", "trainer"}
+    assert set(GROUPS["model"]) >= {
+        "bert-tiny", "bert-mini", "bert-small", "bert-base", "bert-large",
+        "gpt-tiny", "gpt-mini", "gpt2", "gpt2-medium", "gpt2-large",
+        "transformer-tiny", "transformer-base",
+    }  # fmt: skip
+    assert set(GROUPS["objective"]) == {"mlm", "mlm_nsp", "clm"}
+    assert set(GROUPS["data"]) == {"builtin", "text", "hf"}
+    assert set(GROUPS["tokenizer"]) == {"wordpiece", "bpe", "pretrained"}
+    assert set(GROUPS["trainer"]) >= {"default", "smoke", "gpu"}
+
+
+@pytest.mark.parametrize("verb", ["pretrain", "finetune", "eval"])
+@pytest.mark.parametrize("group,option", [(g, o) for g, options in GROUPS.items() for o in options])
+def test_every_config_composes(verb, group, option):
+    cfg = compose_cfg(verb, [f"{group}={option}"])
+    assert OmegaConf.select(cfg, group) is not None
+    # Every option also survives conversion to the typed dataclasses.
+    typed = OmegaConf.to_object(cfg)
+    assert typed.trainer.max_steps >= 1
+
+
+@pytest.mark.parametrize("model", GROUPS["model"])
+def test_models_pass_validation_with_their_objective(model):
+    arch = OmegaConf.load(CONFIGS / "model" / f"{model}.yaml").arch
+    if arch not in OBJECTIVE_FOR_ARCH:
+        pytest.skip("encoder-decoder models are trained by the translation task")
+    cfg = compose_cfg("pretrain", [f"model={model}", f"objective={OBJECTIVE_FOR_ARCH[arch]}"])
+    typed = check_config(cfg)
+    assert typed.model.name == model
+
+
+def test_valid_group_combinations_pass():
+    for overrides in (
+        ["objective=mlm_nsp"],
+        ["trainer=smoke"],
+        ["trainer=gpu"],
+        ["model=gpt-tiny", "objective=clm", "tokenizer=bpe"],
+        ["data=text", "data.train_files=a.txt"],
+        ["data=hf", "data.name=wikitext", "data.config=wikitext-103-raw-v1"],
+        ["tokenizer=pretrained", "tokenizer.path=tok.json"],
+    ):
+        check_config(compose_cfg("pretrain", overrides))
+
+
+@pytest.mark.parametrize(
+    "overrides,needle",
+    [
+        (["trainer.lr=-1"], "trainer.lr"),
+        (["trainer.batch_size=0"], "trainer.batch_size"),
+        (["objective.mask_rate=1.5"], "objective.mask_rate"),
+        (["model=gpt-tiny"], "objective=mlm needs a bidirectional encoder"),
+        (["model=gpt-tiny", "objective=mlm_nsp"], "objective=mlm_nsp"),
+        (["objective=clm"], "objective=clm needs a causal decoder"),
+        (["trainer.device=cpu", "trainer.precision=fp16"], "trainer.precision=fp16"),
+        (["trainer.batch_size=10", "trainer.micro_batch_size=4"], "trainer.micro_batch_size"),
+        (["data.max_seq_len=1024"], "model.max_seq_len"),
+        (["data=text"], "data.train_files"),
+        (["data=hf"], "data.name"),
+        (["tokenizer=pretrained"], "tokenizer.path"),
+        (["model.hidden_size=100", "model.num_heads=3"], "model.num_heads"),
+        (["trainer.schedule=triangle"], "trainer.schedule"),
+    ],
+)
+def test_bad_values_name_the_key(overrides, needle):
+    with pytest.raises(UserError, match=needle.replace(".", r"\.").replace("+", r"\+")):
+        check_config(compose_cfg("pretrain", overrides))
