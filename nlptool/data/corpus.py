@@ -85,6 +85,11 @@ def _hold_out(ds: datasets.Dataset, fraction: float, key: str) -> tuple:
             f"fraction; give {key}"
         )
     n_valid = max(1, round(len(ds) * fraction))
+    if n_valid >= len(ds):
+        raise UserError(
+            f"data.valid_fraction={fraction} would hold out all {len(ds)} training documents; "
+            f"lower it or give {key}"
+        )
     split = ds.train_test_split(test_size=n_valid, seed=SPLIT_SEED, shuffle=True)
     return split["train"], split["test"]
 

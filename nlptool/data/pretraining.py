@@ -110,7 +110,8 @@ class MaskingConfig:
 def mask_tokens(
     input_ids: np.ndarray, cfg: MaskingConfig, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """BERT masking: pick round(rate * n) non-special positions; 80% [MASK], 10% random, 10% kept.
+    """BERT masking: pick max(1, round(rate * n)) non-special positions; of them 80% become [MASK],
+    10% a random ordinary token, 10% stay as they are.
 
     Returns (masked input ids, labels with IGNORE_INDEX where nothing is predicted).
     """
@@ -139,6 +140,8 @@ def mask_tokens(
 
 def _truncate_pair(a: list[int], b: list[int], max_len: int, rng: np.random.Generator) -> None:
     """Trim the longer segment, from its front or back at random, until the pair fits (BERT)."""
+    # A very long segment is first cut to the budget (its end), so the loop stays short.
+    del a[max_len:], b[max_len:]
     while len(a) + len(b) > max_len:
         longer = a if len(a) > len(b) else b
         if rng.random() < 0.5:

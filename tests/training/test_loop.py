@@ -1,0 +1,127 @@
+"""The training loop in process: accumulation equals one big batch, resume is exact, and the
+learning-rate schedule has the documented shape."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import torch
+
+from nlptool.config import TrainerConfig
+from nlptool.data.pretraining import MaskingConfig, PretrainingExamples, collate
+from nlptool.models import build_model
+from nlptool.models.config import ModelConfig
+from nlptool.objectives import build_objective
+from nlptool.training.loop import Trainer, TrainingJob, make_collate, seed_everything
+from nlptool.training.optim import lr_factor
+
+VOCAB, SPECIALS = 64, np.array([0, 1, 2, 3, 4])  # pad, unk, cls, sep, mask
+
+
+class FakeTokenizer:
+    def save(self, path: Path) -> None:
+        path.write_text("{}")
+
+
+def mlm_job(run_dir: Path, dropout: float, seed: int = 0) -> TrainingJob:
+    rng = np.random.default_rng(0)
+    blocks = rng.integers(5, VOCAB, size=(40, 14)).tolist()
+    masking = MaskingConfig(0.15, 0.8, 0.1, mask_id=4, vocab_size=VOCAB, special_ids=SPECIALS)
+    examples = datasets.Dataset.from_dict({"input_ids": blocks})
+    data = PretrainingExamples("mlm", examples, seed, masking=masking, cls_id=2, sep_id=3)
+    seed_everything(seed)
+    model_cfg = ModelConfig(
+        arch="bert", num_layers=1, hidden_size=32, num_heads=2, vocab_size=VOCAB,
+        max_seq_len=16, dropout=dropout, attention_dropout=dropout,
+    )  # fmt: skip
+    return TrainingJob(
+        model=build_model(model_cfg),
+        objective=build_objective("mlm"),
+        train_data=data,
+        valid_data=data,
+        collate=make_collate(collate, pad_id=0),
+        tokenizer=FakeTokenizer(),
+        config_yaml="{}",
+        run_dir=run_dir,
+    )
+
+
+def trainer_cfg(**kw) -> TrainerConfig:
+    base = dict(device="cpu", max_steps=6, batch_size=8, lr=1e-2, warmup_steps=2, progress=False)
+    return TrainerConfig(**{**base, **kw})
+
+
+def run_steps(trainer: Trainer, steps: int) -> list[float]:
+    batches = trainer._train_batches()
+    losses = []
+    for _ in range(steps):
+        micro = [next(batches) for _ in range(trainer.accumulation)]
+        losses.append(float(trainer.train_step(micro)["loss"]))
+        trainer.step += 1
+    return losses
+
+
+def params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_gradient_accumulation_equals_the_full_batch(tmp_path):
+    """Micro-batches of 2 (with unequal numbers of masked tokens) give the weights of batches of 8."""
+    full = Trainer(trainer_cfg(), mlm_job(tmp_path / "a", dropout=0.0), torch.device("cpu"))
+    split = Trainer(
+        trainer_cfg(micro_batch_size=2), mlm_job(tmp_path / "b", dropout=0.0), torch.device("cpu")
+    )
+    assert split.accumulation == 4
+    losses_full, losses_split = run_steps(full, 4), run_steps(split, 4)
+    assert losses_split == pytest.approx(losses_full, rel=1e-5)
+    a, b = params(full.model), params(split.model)
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_resume_from_a_checkpoint_is_exact(tmp_path):
+    """3 steps + save + a new process-like trainer restored from the checkpoint + 3 steps equals 6
+    straight steps, with dropout on (so the RNG state must be restored too)."""
+    straight = Trainer(trainer_cfg(), mlm_job(tmp_path / "s", dropout=0.1), torch.device("cpu"))
+    losses_straight = run_steps(straight, 6)
+
+    first = Trainer(trainer_cfg(), mlm_job(tmp_path / "r", dropout=0.1), torch.device("cpu"))
+    losses_first = run_steps(first, 3)
+    path = first.save()
+    torch.manual_seed(999)  # whatever happened in between must not matter
+    second = Trainer(
+        trainer_cfg(), mlm_job(tmp_path / "r", dropout=0.1, seed=0), torch.device("cpu")
+    )
+    second.restore(path)
+    assert second.step == 3
+    losses_second = run_steps(second, 3)
+    assert losses_first + losses_second == losses_straight
+    a, b = params(straight.model), params(second.model)
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+def test_evaluate_reports_loss_accuracy_and_perplexity(tmp_path):
+    trainer = Trainer(trainer_cfg(), mlm_job(tmp_path, dropout=0.0), torch.device("cpu"))
+    metrics = trainer.evaluate()
+    assert set(metrics) == {"valid/mlm_loss", "valid/mlm_accuracy", "valid/loss", "valid/ppl"}
+    assert metrics["valid/ppl"] == pytest.approx(np.exp(metrics["valid/mlm_loss"]))
+    assert metrics["valid/mlm_loss"] == pytest.approx(np.log(VOCAB), rel=0.1)  # untrained
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine", "constant"])
+def test_schedule_shape(schedule):
+    cfg = trainer_cfg(max_steps=100, warmup_steps=10, schedule=schedule, min_lr_ratio=0.1)
+    factors = [lr_factor(step, cfg) for step in range(100)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert all(a < b for a, b in zip(factors[:10], factors[1:10]))  # warm-up rises
+    if schedule == "constant":
+        assert set(factors[10:]) == {1.0}
+    else:
+        assert all(a >= b for a, b in zip(factors[10:], factors[11:]))  # then decays
+        assert lr_factor(100, cfg) == pytest.approx(0.1)
+        mid = lr_factor(55, cfg)
+        assert mid == pytest.approx(0.1 + 0.9 * 0.5, abs=1e-9)
