@@ -254,3 +254,40 @@ def test_bad_file_line_is_named(tmp_path):
     assert proc.returncode == 2
     assert "bad.jsonl" in proc.stderr and "line 2" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_data_hf_loads_a_local_dataset_by_path(tmp_path):
+    """data=hf goes through the real datasets.load_dataset call; here with a local folder."""
+    folder = tmp_path / "my_dataset"
+    folder.mkdir()
+    lines = [f"Line {i} of the corpus says something about subject {i % 11}." for i in range(400)]
+    (folder / "train.txt").write_text("\n".join(lines[:360]) + "\n")
+    (folder / "validation.txt").write_text("\n".join(lines[360:]) + "\n")
+    nlptool(
+        "pretrain",
+        "data=hf",
+        f"data.name={folder}",
+        "tokenizer.vocab_size=300",
+        "tokenizer.min_frequency=1",
+        "data.max_seq_len=32",
+        "trainer=smoke",
+        "hydra.run.dir=run",
+        cwd=tmp_path,
+    )
+    records = read_metrics(tmp_path / "run")
+    assert records[-1]["step"] == 8 and "valid/loss" in records[-1]
+
+
+def test_bf16_autocast_runs_on_cpu(tmp_path):
+    nlptool(
+        "pretrain",
+        "trainer=smoke",
+        "trainer.max_steps=2",
+        "trainer.precision=bf16",
+        "data.max_seq_len=32",
+        "tokenizer.vocab_size=2000",
+        "hydra.run.dir=run",
+        cwd=tmp_path,
+    )
+    final = read_metrics(tmp_path / "run")[-1]
+    assert final["step"] == 2 and final["valid/loss"] < 20
