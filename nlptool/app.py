@@ -60,6 +60,7 @@ def cache_dir_for(cfg) -> Path:
 def prepare_data(cfg, tokenizer: TextTokenizer | None = None) -> PreparedData:
     """Corpus -> tokenizer (given, cached or trained) -> tokenized documents -> examples."""
     start = time.perf_counter()
+    datasets.disable_progress_bars()  # the console status lines say what is happening
     cache_dir = cache_dir_for(cfg)
     with console.status("Reading the corpus"):
         corpus = load_corpus(cfg.data, cache_dir)

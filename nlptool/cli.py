@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import os
 import sys
 from importlib import resources
 from pathlib import Path
@@ -147,7 +146,6 @@ def main(argv: list[str] | None = None) -> None:
         hint = f" Did you mean '{close[0]}'?" if close else ""
         _print_error(f"Unknown verb '{verb}'.{hint} Valid verbs: {', '.join(VERBS)}.")
         sys.exit(2)
-    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     _run_verb(verb, rest)
 
 

@@ -160,7 +160,7 @@ class TrainerConfig:
     """auto (cuda when available), cpu or cuda."""
     precision: str = "fp32"
     """fp32, bf16 (autocast) or fp16 (autocast with a gradient scaler; CUDA only)."""
-    max_steps: int = 300
+    max_steps: int = 600
     """Optimizer steps to train for."""
     batch_size: int = 32
     """Global batch: sequences per optimizer step, whatever the number of devices."""
@@ -170,12 +170,12 @@ class TrainerConfig:
     """Peak learning rate."""
     min_lr_ratio: float = 0.0
     """Final learning rate as a fraction of lr (linear and cosine schedules)."""
-    warmup_steps: int = 30
+    warmup_steps: int = 50
     """Linear warm-up steps from 0 to lr."""
     schedule: str = "linear"
     """Decay after warm-up: linear, cosine or constant."""
     weight_decay: float = 0.01
-    """AdamW weight decay (not applied to biases, LayerNorm weights and embeddings' positions)."""
+    """AdamW weight decay (not applied to biases and LayerNorm weights)."""
     beta1: float = 0.9
     beta2: float = 0.999
     eps: float = 1e-8

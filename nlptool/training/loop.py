@@ -150,7 +150,8 @@ class Trainer:
 
     # -- data -------------------------------------------------------------------------------
 
-    def _train_batches(self) -> Iterator[Batch]:
+    def train_batches(self) -> Iterator[Batch]:
+        """Micro-batches of steps self.step, self.step + 1, ... to max_steps, in order."""
         sampler = StepSampler(
             len(self.job.train_data),
             self.cfg.batch_size,
@@ -263,7 +264,7 @@ class Trainer:
             first = self.evaluate()
             log.write({"step": 0, **first})
             self.history["start"] = {"step": 0, **first}
-        batches = self._train_batches()
+        batches = self.train_batches()
         window = {"loss": 0.0, "steps": 0, "tokens": 0, "time": time.perf_counter()}
         running: dict[str, torch.Tensor] = {}
         last_valid: dict[str, Any] = {}

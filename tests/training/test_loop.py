@@ -55,7 +55,7 @@ def trainer_cfg(**kw) -> TrainerConfig:
 
 
 def run_steps(trainer: Trainer, steps: int) -> list[float]:
-    batches = trainer._train_batches()
+    batches = trainer.train_batches()
     losses = []
     for _ in range(steps):
         micro = [next(batches) for _ in range(trainer.accumulation)]
