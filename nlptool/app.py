@@ -14,7 +14,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from nlptool.cache import nlptool_cache_dir
-from nlptool.config import check_config, to_yaml
+from nlptool.config import TaskConfig, check_config, to_yaml
 from nlptool.data.corpus import load_corpus, tokenize_documents
 from nlptool.data.pretraining import (
     MaskingConfig,
@@ -158,11 +158,13 @@ def find_resume(resume: str, run_dir: Path) -> Path | None:
     return ckpt.resolve_checkpoint(resume, "resume")
 
 
-def check_resume_compatible(cfg, saved_yaml: str, path: Path) -> None:
+def check_resume_compatible(
+    cfg, saved_yaml: str, path: Path, sections: tuple[str, ...] = FIXED_ON_RESUME
+) -> None:
     saved = OmegaConf.create(saved_yaml)
     now = OmegaConf.structured(cfg)
     diffs = []
-    for section in FIXED_ON_RESUME:
+    for section in sections:
         before, after = OmegaConf.to_container(saved[section]), OmegaConf.to_container(now[section])
         for key in sorted(set(before) | set(after)):
             if key in ("vocab_size", "pad_token_id"):  # filled in from the tokenizer
@@ -256,10 +258,8 @@ def pretrain(cfg_dict: DictConfig) -> dict[str, Any]:
 
 
 def finetune(cfg_dict: DictConfig) -> dict[str, Any]:
-    """Continue training a checkpoint (`init`) on new text with its objective: domain-adaptive
-    pretraining. Downstream tasks (`task=`) build on this verb."""
-    if cfg_dict.get("task") is not None:
-        raise UserError("task=... fine-tuning is not available yet; see the README for what is")
+    """Fine-tune on a downstream task (`task=...`), from `init` or from scratch; without a task,
+    continue training `init` on new text with its objective (domain-adaptive pretraining)."""
     init = ckpt.resolve_checkpoint(cfg_dict.init, "init") if cfg_dict.get("init") else None
     if init is not None:
         saved = OmegaConf.create(ckpt.read_checkpoint(init).config_yaml)
@@ -267,7 +267,128 @@ def finetune(cfg_dict: DictConfig) -> dict[str, Any]:
         cfg_dict = cfg_dict.copy()
         cfg_dict.model = OmegaConf.merge(cfg_dict.model, saved.model)
         cfg_dict.tokenizer = OmegaConf.merge(cfg_dict.tokenizer, saved.tokenizer)
+    if cfg_dict.get("task") is not None:
+        return train_task(cfg_dict, init)
     return train_from_config(cfg_dict, init=init)
+
+
+def task_texts(task_data) -> Any:
+    """The training texts of a task, for training a tokenizer from scratch."""
+    for start in range(0, len(task_data), 1000):
+        rows = task_data[start : start + 1000]
+        yield from rows["text"]
+        yield from (t for t in rows.get("text_pair", []) if t)
+
+
+def prepare_task(cfg, tokenizer: TextTokenizer | None, splits: tuple[str, ...]):
+    """Read the splits; the tokenizer given, or one trained on the task's training text (from
+    scratch); the labels; the encoded splits."""
+    from nlptool.data.readers import files_fingerprint
+    from nlptool.tasks import build_task
+    from nlptool.tasks.base import split_path
+
+    datasets.disable_progress_bars()
+    task = build_task(cfg.task)
+    with console.status(f"Reading {cfg.task.name}"):
+        raw = {split: task.read(split) for split in splits}
+    if tokenizer is None:
+        train_file = split_path(cfg.task, "train")
+        with console.status(f"Training a {cfg.tokenizer.kind} tokenizer on {train_file.name}"):
+            tokenizer, _ = get_tokenizer(
+                cfg.tokenizer,
+                files_fingerprint([train_file]),
+                task_texts(raw["train"]),
+                cache_dir_for(cfg),
+            )
+    task.set_tokenizer(tokenizer)
+    if "train" in raw:
+        task.set_labels_from(raw["train"])
+        cfg.task.labels = list(task.labels) or None
+    with console.status("Encoding"):
+        encoded = {split: task.encode(raw[split]) for split in splits}
+    return tokenizer, task, encoded
+
+
+def train_task(cfg_dict: DictConfig, init: Path | None) -> dict[str, Any]:
+    """finetune task=...: train the task's model, keep the best checkpoint by its main metric."""
+    cfg = check_config(cfg_dict)
+    run_dir = run_dir_now()
+    device = resolve_device(cfg.trainer.device)
+    resume_path = find_resume(cfg.resume, run_dir)
+    tokenizer = None
+    if resume_path is not None:
+        saved = ckpt.read_checkpoint(resume_path)
+        check_resume_compatible(cfg, saved.config_yaml, resume_path, ("model", "tokenizer"))
+        tokenizer = TextTokenizer.load(resume_path)
+    elif init is not None:
+        tokenizer = TextTokenizer.load(init)
+    started = time.perf_counter()
+    tokenizer, task, data = prepare_task(cfg, tokenizer, ("train", "valid"))
+    seconds = time.perf_counter() - started
+    model_cfg = model_config_for(cfg, tokenizer)
+    seed_everything(cfg.trainer.seed)
+    model = task.build_model(model_cfg)
+    if init is not None and resume_path is None:
+        fresh, _ = ckpt.load_matching_weights(model, init)
+        console.print(
+            f"Initialised from {init}" + (f"; new, untrained: {', '.join(fresh)}" if fresh else "")
+        )
+    job = TrainingJob(
+        model=model,
+        objective=task,
+        train_data=data["train"],
+        valid_data=data["valid"],
+        collate=task.collate,
+        tokenizer=tokenizer,
+        config_yaml=to_yaml(cfg),
+        run_dir=run_dir,
+        extra_state={"init": str(init) if init else None},
+        early_stopping_patience=cfg.task.early_stopping_patience,
+    )
+    trainer = Trainer(cfg.trainer, job, device)
+    if resume_path is not None:
+        trainer.restore(resume_path)
+        console.print(f"Resuming from {resume_path} at step {trainer.step}")
+    t = cfg.trainer
+    console.print(
+        summary_table(
+            "nlptool finetune",
+            [
+                (
+                    "task",
+                    f"{cfg.task.name} ({cfg.task.kind})"
+                    + (f", labels {', '.join(task.labels)}" if task.labels else ""),
+                ),
+                ("model", f"{cfg.model.name}, {count_parameters(model):,} parameters"),
+                ("init", str(init) if init else "none (from scratch)"),
+                (
+                    "data",
+                    f"{len(data['train']):,} train / {len(data['valid']):,} valid examples "
+                    f"(prepared in {seconds:.1f}s)",
+                ),
+                (
+                    "trainer",
+                    f"{t.max_steps} steps x {t.batch_size}, lr {t.lr:g}, "
+                    f"{t.schedule} with {t.warmup_steps} warm-up",
+                ),
+                ("device", f"{device}, {t.precision}"),
+                ("run dir", str(run_dir)),
+            ],
+        )
+    )
+    log = MetricsLog(run_dir / "metrics.jsonl", resume_step=trainer.step if resume_path else None)
+    started = time.perf_counter()
+    try:
+        history = trainer.fit(log)
+    except TrainingInterrupted as stop:
+        raise SystemExit(f"Training stopped at step {stop.step}; a checkpoint was saved.") from None
+    minutes = (time.perf_counter() - started) / 60
+    if trainer.best is not None:
+        history["best"] = {f"valid/{task.main_metric}": trainer.best}
+    console.print(metrics_table(f"Validation ({minutes:.1f} min)", history))
+    best = run_dir / "checkpoints" / "best"
+    console.print(f"Best checkpoint: {best if best.exists() else run_dir / 'checkpoints' / 'last'}")
+    return history
 
 
 def overridden_sections() -> set[str]:
@@ -286,13 +407,13 @@ def evaluate(cfg_dict: DictConfig) -> dict[str, Any]:
     """Evaluate a checkpoint with its objective on validation (or training) data -> eval.json."""
     if not cfg_dict.get("checkpoint"):
         raise UserError("nlptool eval needs checkpoint=<checkpoint folder or run directory>")
-    if cfg_dict.get("task") is not None:
-        raise UserError("task=... evaluation is not available yet; see the README for what is")
-    if cfg_dict.split not in ("valid", "train"):
-        raise UserError(f"split={cfg_dict.split!r}: expected valid or train")
     path = ckpt.resolve_checkpoint(cfg_dict.checkpoint, "checkpoint")
     saved = OmegaConf.create(ckpt.read_checkpoint(path).config_yaml)
     touched = overridden_sections()
+    if saved.get("task") is not None or cfg_dict.get("task") is not None:
+        return evaluate_task(cfg_dict, path, saved, touched)
+    if cfg_dict.split not in ("valid", "train"):
+        raise UserError(f"split={cfg_dict.split!r}: expected valid or train")
     cfg_dict = cfg_dict.copy()
     cfg_dict.model = OmegaConf.merge(cfg_dict.model, saved.model)
     cfg_dict.tokenizer = OmegaConf.merge(cfg_dict.tokenizer, saved.tokenizer)
@@ -323,4 +444,57 @@ def evaluate(cfg_dict: DictConfig) -> dict[str, Any]:
     (run_dir / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
     console.print(metrics_table(f"Evaluation of {path}", {cfg_dict.split: metrics}))
     console.print(f"Wrote {run_dir / 'eval.json'}")
+    return result
+
+
+def evaluate_task(cfg_dict: DictConfig, path: Path, saved: DictConfig, touched: set[str]):
+    """eval of a fine-tuned checkpoint: metrics -> eval.json, one line per example ->
+    predictions.jsonl (input, gold, prediction)."""
+    if saved.get("task") is None:
+        raise UserError(
+            f"checkpoint={path} was pretrained, not fine-tuned on a task: evaluate it without "
+            "task=..., or fine-tune it first (nlptool finetune task=... init=...)"
+        )
+    split = cfg_dict.split
+    if split not in ("valid", "test", "train"):
+        raise UserError(f"split={split!r}: expected valid, test or train")
+    cfg_dict = cfg_dict.copy()
+    cfg_dict.model = OmegaConf.merge(cfg_dict.model, saved.model)
+    cfg_dict.tokenizer = OmegaConf.merge(cfg_dict.tokenizer, saved.tokenizer)
+    # The task as trained (its labels above all), with the task.* keys given on the command line.
+    task_cfg = saved.task.copy()
+    if cfg_dict.get("task") is not None:
+        if cfg_dict.task.kind != saved.task.kind:
+            raise UserError(
+                f"task={cfg_dict.task.name} ({cfg_dict.task.kind}) does not fit the checkpoint, "
+                f"which was fine-tuned on {saved.task.name} ({saved.task.kind})"
+            )
+        for key in cfg_dict.task:
+            if f"task.{key}" in touched:
+                task_cfg[key] = cfg_dict.task[key]
+    cfg_dict.task = OmegaConf.merge(OmegaConf.structured(TaskConfig), task_cfg)
+    cfg = check_config(cfg_dict)
+    run_dir = run_dir_now()
+    device = resolve_device(cfg.trainer.device)
+    labels = list(cfg.task.labels or [])
+    tokenizer, task, data = prepare_task(cfg, TextTokenizer.load(path), (split,))
+    task.labels = labels or task.labels
+    model = task.build_model(model_config_for(cfg, tokenizer))
+    ckpt.load_weights(model, path)
+    job = TrainingJob(
+        model=model,
+        objective=task,
+        train_data=data[split],
+        valid_data=data[split],
+        collate=task.collate,
+        tokenizer=tokenizer,
+        config_yaml=to_yaml(cfg),
+        run_dir=run_dir,
+    )
+    predictions = run_dir / "predictions.jsonl"
+    metrics = Trainer(cfg.trainer, job, device).evaluate(predictions, split)
+    result = {split: {k.split("/", 1)[1]: v for k, v in metrics.items()}, "checkpoint": str(path)}
+    (run_dir / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+    console.print(metrics_table(f"{cfg.task.name} on {split} ({path})", {split: metrics}))
+    console.print(f"Wrote {run_dir / 'eval.json'} and {predictions}")
     return result

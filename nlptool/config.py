@@ -229,6 +229,53 @@ class TrainerConfig:
         _check(self.keep_last >= 1, "trainer.keep_last must be >= 1")
 
 
+TASK_KINDS = ("classification", "pair_classification", "regression", "ner", "qa", "translation")
+
+
+@dataclass
+class TaskConfig:
+    """A downstream task: what its files hold and how it is scored."""
+
+    name: str = "classification"
+    """Preset name, for logs and checkpoints."""
+    kind: str = "classification"
+    """classification, pair_classification, regression, ner, qa or translation."""
+    data_dir: str | None = None
+    """Folder the split files are read from (they may also be absolute paths)."""
+    train_file: str | None = None
+    """Training file (.csv, .tsv, .jsonl, .json, .parquet; .gz too)."""
+    valid_file: str | None = None
+    """Validation file: best-checkpoint selection and `eval split=valid`."""
+    test_file: str | None = None
+    """Test file, for `eval split=test`."""
+    header: bool = True
+    """CSV/TSV files start with a header row; with false, columns are 0-based indices."""
+    text_column: Any = "text"
+    """Column of the text (a name, or a 0-based index)."""
+    text_pair_column: Any = None
+    """pair_classification and regression: column of the second text (segment B)."""
+    label_column: Any = "label"
+    """Column of the label (classification) or score (regression)."""
+    labels: list[str] | None = None
+    """The label set, in order; null: the sorted labels seen in the training file."""
+    positive_label: str | None = None
+    """pair_classification: the label whose F1 is reported (default: the second label)."""
+    max_seq_len: int = 128
+    """Tokens per example (longer inputs are truncated)."""
+    early_stopping_patience: int = 0
+    """Stop after this many validations without improvement of the main metric (0: never)."""
+
+    def validate(self) -> None:
+        _check(self.kind in TASK_KINDS, f"task.kind={self.kind!r}: expected one of {TASK_KINDS}")
+        _check(self.max_seq_len >= 8, f"task.max_seq_len={self.max_seq_len}: must be at least 8")
+        _check(self.early_stopping_patience >= 0, "task.early_stopping_patience must be >= 0")
+        if self.kind == "pair_classification":
+            _check(
+                self.text_pair_column is not None,
+                f"task.kind={self.kind} needs task.text_pair_column (the second text's column)",
+            )
+
+
 @dataclass
 class PretrainConfig:
     """`nlptool pretrain`: train a model from scratch with a self-supervised objective."""
@@ -248,8 +295,8 @@ class FinetuneConfig(PretrainConfig):
 
     init: str | None = None
     """An nlptool checkpoint folder to start from (null: train from scratch)."""
-    task: Any | None = None
-    """The downstream task (config group `task`)."""
+    task: TaskConfig | None = None
+    """The downstream task (config group `task`); null: continue the pretraining objective."""
 
 
 @dataclass
@@ -259,8 +306,9 @@ class EvalConfig(PretrainConfig):
     checkpoint: str | None = None
     """The checkpoint folder to evaluate (required)."""
     split: str = "valid"
-    """Which split to evaluate."""
-    task: Any | None = None
+    """Which split to evaluate: valid, test (tasks), or train."""
+    task: TaskConfig | None = None
+    """The downstream task; null: the checkpoint's own (or its pretraining objective)."""
 
 
 def register_configs() -> None:
@@ -283,6 +331,8 @@ def check_config(cfg: DictConfig) -> Any:
     try:
         for node in (typed.objective, typed.data, typed.tokenizer, typed.trainer):
             node.validate()
+        if getattr(typed, "task", None) is not None:
+            typed.task.validate()
         typed.model.validate()
         _check_combinations(typed)
     except ValueError as err:
@@ -291,6 +341,9 @@ def check_config(cfg: DictConfig) -> Any:
 
 
 def _check_combinations(cfg: PretrainConfig) -> None:
+    if getattr(cfg, "task", None) is not None:
+        _check_task_combinations(cfg)
+        return
     arch, objective = cfg.model.arch, cfg.objective.name
     if objective in ("mlm", "mlm_nsp"):
         _check(
@@ -333,3 +386,23 @@ def to_yaml(cfg: Any) -> str:
     if not isinstance(cfg, DictConfig):
         cfg = OmegaConf.structured(cfg)
     return OmegaConf.to_yaml(cfg, resolve=True)
+
+
+def _check_task_combinations(cfg: PretrainConfig) -> None:
+    task, arch = cfg.task, cfg.model.arch
+    if task.kind == "translation":
+        _check(
+            arch == "seq2seq", f"task={task.name} needs an encoder-decoder (model=transformer-*)"
+        )
+    else:
+        _check(
+            arch == "bert",
+            f"task={task.name} ({task.kind}) needs an encoder (model=bert-*), "
+            f"not model={cfg.model.name}",
+        )
+    _check(
+        task.max_seq_len <= cfg.model.max_seq_len,
+        f"task.max_seq_len={task.max_seq_len} exceeds model.max_seq_len={cfg.model.max_seq_len}",
+    )
+    if cfg.trainer.precision == "fp16":
+        _check(cfg.trainer.device != "cpu", "trainer.precision=fp16 needs a CUDA device")

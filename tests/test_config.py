@@ -28,7 +28,7 @@ def compose_cfg(verb: str, overrides: list[str]):
 
 
 def test_groups_of_the_contract_exist():
-    assert set(GROUPS) >= {"model", "objective", "data", "tokenizer", "trainer"}
+    assert set(GROUPS) >= {"model", "objective", "data", "tokenizer", "trainer", "task"}
     assert set(GROUPS["model"]) >= {
         "bert-tiny", "bert-mini", "bert-small", "bert-base", "bert-large",
         "gpt-tiny", "gpt-mini", "gpt2", "gpt2-medium", "gpt2-large",
@@ -43,6 +43,8 @@ def test_groups_of_the_contract_exist():
 @pytest.mark.parametrize("verb", ["pretrain", "finetune", "eval"])
 @pytest.mark.parametrize("group,option", [(g, o) for g, options in GROUPS.items() for o in options])
 def test_every_config_composes(verb, group, option):
+    if group == "task" and verb == "pretrain":
+        pytest.skip("tasks belong to finetune and eval")
     cfg = compose_cfg(verb, [f"{group}={option}"])
     assert OmegaConf.select(cfg, group) is not None
     # Every option also survives conversion to the typed dataclasses.
@@ -95,3 +97,14 @@ def test_valid_group_combinations_pass():
 def test_bad_values_name_the_key(overrides, needle):
     with pytest.raises(UserError, match=needle.replace(".", r"\.").replace("+", r"\+")):
         check_config(compose_cfg("pretrain", overrides))
+
+
+@pytest.mark.parametrize("task", GROUPS.get("task", []))
+def test_every_task_passes_validation_with_an_encoder(task):
+    typed = check_config(compose_cfg("finetune", [f"task={task}", "model=bert-mini"]))
+    assert typed.task.name == task
+
+
+def test_task_with_a_decoder_is_refused():
+    with pytest.raises(UserError, match="needs an encoder"):
+        check_config(compose_cfg("finetune", ["task=sst2", "model=gpt-tiny"]))

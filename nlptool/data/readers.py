@@ -165,7 +165,7 @@ def iter_documents(path: Path, text_column: str = "text") -> Iterator[list[str]]
 
 
 def iter_records(
-    path: Path, required: Mapping[str, str] | None = None
+    path: Path, required: Mapping[str, str] | None = None, header: bool = True
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     """Yield `(where, record)` for each record of a JSON-lines, JSON, CSV, TSV or Parquet file.
 
@@ -174,6 +174,8 @@ def iter_records(
     values are strings, with None for a field missing from a short row. `required` maps config
     keys to the column each names (`{"data.text_column": "text"}`); a file or JSON record without
     one raises UserError naming the file, the place, the key and the columns that do exist.
+    With header=False a CSV or TSV file has no header row and its columns are named "0", "1", ...
+    by their 0-based position.
     """
     fmt = file_format(path)
     required = dict(required or {})
@@ -182,7 +184,7 @@ def iter_records(
     if fmt == "parquet":
         yield from _parquet_records(path, required)
     elif fmt in ("csv", "tsv"):
-        yield from _csv_records(path, fmt, required)
+        yield from _csv_records(path, fmt, required, header)
     else:
         for where, record in _jsonl_records(path) if fmt == "jsonl" else _json_records(path):
             _check_columns(path, where, record, required)
@@ -318,7 +320,7 @@ def _as_record(path: Path, where: str, value: object) -> dict[str, Any]:
 
 
 def _csv_records(
-    path: Path, fmt: str, required: Mapping[str, str]
+    path: Path, fmt: str, required: Mapping[str, str], has_header: bool = True
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))
     # Our lines keep their "\r\n" or "\n" endings, as csv wants (the newline="" convention).
@@ -335,10 +337,13 @@ def _csv_records(
             if not row:  # a blank line
                 continue
             if header is None:
-                hint = f" The first row of a {fmt.upper()} file must name the columns."
-                _check_columns(path, f"header row ({where})", row, required, hint)
-                header = row
-                continue
+                if has_header:
+                    hint = f" The first row of a {fmt.upper()} file must name the columns."
+                    _check_columns(path, f"header row ({where})", row, required, hint)
+                    header = row
+                    continue
+                header = [str(i) for i in range(len(row))]
+                _check_columns(path, f"first row ({where})", header, required)
             values: list[str | None] = list(row)
             values += [None] * (len(header) - len(values))
             yield where, dict(zip(header, values))

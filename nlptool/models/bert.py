@@ -160,3 +160,27 @@ class BertForPreTraining(nn.Module):
     def nsp_logits(self, pooled: torch.Tensor) -> torch.Tensor:
         """(B, C) -> (B, 2): is-next (0) / random (1) scores, as in HF."""
         return self.nsp_head(pooled)
+
+
+class BertForSequenceClassification(nn.Module):
+    """BERT with a classification (or regression, num_labels=1) head on the pooled first token,
+    as HF's `BertForSequenceClassification`: dropout, then a linear layer."""
+
+    def __init__(self, cfg: ModelConfig, num_labels: int) -> None:
+        super().__init__()
+        _check_vocab(cfg)
+        self.cfg = cfg
+        self.bert = BertModel(cfg)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.classifier = nn.Linear(cfg.hidden_size, num_labels)
+        self.classifier.apply(partial(init_weights, std=cfg.initializer_range))
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """input_ids (B, T) -> logits (B, num_labels)."""
+        hidden = self.bert(input_ids, attention_mask, token_type_ids)  # (B, T, C)
+        return self.classifier(self.dropout(self.bert.pool(hidden)))

@@ -109,13 +109,14 @@ def save_checkpoint(
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, final)
-    _point_link(checkpoints_dir / "last", final.name)
+    point_link(checkpoints_dir / "last", final.name)
     _fsync_dir(checkpoints_dir)
     prune(checkpoints_dir, keep_last)
     return final
 
 
-def _point_link(link: Path, target: str) -> None:
+def point_link(link: Path, target: str) -> None:
+    """Make `link` a symlink to `target` (a sibling's name), atomically."""
     tmp = link.with_name(f".{link.name}-{os.getpid()}")
     if tmp.is_symlink() or tmp.exists():
         tmp.unlink()
@@ -215,3 +216,28 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
 
 def load_training_state(path: Path) -> dict[str, Any]:
     return torch.load(path / TRAINING_STATE, map_location="cpu", weights_only=False)
+
+
+def load_matching_weights(model: torch.nn.Module, path: Path) -> tuple[list[str], list[str]]:
+    """Load every tensor of the checkpoint whose name and shape the model shares.
+
+    For starting a task model from a pretrained one: the backbone comes across, the pretraining
+    heads are left out and the task's head stays freshly initialised. Returns the model's
+    parameters that did not come from the checkpoint, and the checkpoint's tensors not used.
+    """
+    from safetensors.torch import load_file
+
+    saved = load_file(str(path / WEIGHTS))
+    own = model.state_dict()
+    usable = {k: v for k, v in saved.items() if k in own and own[k].shape == v.shape}
+    if not usable:
+        raise UserError(
+            f"init={path}: none of its weights fit this model (a different architecture or size)"
+        )
+    model.load_state_dict(usable, strict=False)
+    # Tied parameters appear under several names; a name counts as loaded if its tensor was.
+    loaded = {t.data_ptr() for k, t in model.state_dict().items() if k in usable}
+    fresh = [
+        k for k, t in model.state_dict().items() if k not in usable and t.data_ptr() not in loaded
+    ]
+    return fresh, sorted(set(saved) - set(usable))

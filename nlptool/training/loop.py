@@ -68,6 +68,7 @@ class TrainingJob:
     config_yaml: str  # saved with every checkpoint
     run_dir: Path
     extra_state: dict[str, Any] = field(default_factory=dict)
+    early_stopping_patience: int = 0  # validations without a better main metric (0: never stop)
 
 
 class StopRequested:
@@ -111,6 +112,37 @@ class Trainer:
         self.tokens_seen = 0
         self.checkpoints_dir = job.run_dir / "checkpoints"
         self.history: dict[str, dict[str, Any]] = {}
+        # Tasks name a main metric: the best checkpoint is kept (checkpoints/best) by it.
+        self.main_metric: str | None = getattr(job.objective, "main_metric", None)
+        self.greater_is_better = getattr(job.objective, "greater_is_better", True)
+        self.best: float | None = None
+        self.evals_since_best = 0
+
+    def _track_best(self, metrics: dict[str, Any]) -> bool:
+        """Whether these validation metrics are the best so far by the main metric."""
+        if self.main_metric is None:
+            return False
+        value = metrics.get(f"valid/{self.main_metric}")
+        if value is None or value != value:  # missing or NaN
+            self.evals_since_best += 1
+            return False
+        better = self.best is None or (
+            value > self.best if self.greater_is_better else value < self.best
+        )
+        if better:
+            self.best, self.evals_since_best = float(value), 0
+        else:
+            self.evals_since_best += 1
+        return better
+
+    def _describe(self, metrics: dict[str, Any], improved: bool) -> str:
+        text = f"step {self.step}: valid/loss {metrics['valid/loss']:.4f}"
+        if "valid/ppl" in metrics:
+            text += f"  ppl {metrics['valid/ppl']:.2f}"
+        if self.main_metric and f"valid/{self.main_metric}" in metrics:
+            text += f"  {self.main_metric} {metrics[f'valid/{self.main_metric}']:.4f}"
+            text += " (best)" if improved else ""
+        return text
 
     # -- state ------------------------------------------------------------------------------
 
@@ -125,6 +157,8 @@ class Trainer:
         trainer_state = ckpt.read_checkpoint(path).trainer_state
         self.step = int(trainer_state["step"])
         self.tokens_seen = int(trainer_state.get("tokens_seen", 0))
+        self.best = trainer_state.get("best")
+        self.evals_since_best = int(trainer_state.get("evals_since_best", 0))
 
     def save(self, metrics: dict[str, Any] | None = None) -> Path:
         return ckpt.save_checkpoint(
@@ -142,6 +176,8 @@ class Trainer:
             trainer_state={
                 "step": self.step,
                 "tokens_seen": self.tokens_seen,
+                "best": self.best,
+                "evals_since_best": self.evals_since_best,
                 "metrics": metrics or {},
                 **self.job.extra_state,
             },
@@ -215,10 +251,16 @@ class Trainer:
     # -- evaluation -------------------------------------------------------------------------
 
     @torch.inference_mode()
-    def evaluate(self) -> dict[str, float]:
-        """Mean loss, accuracy and perplexity over the validation examples (fixed masks)."""
+    def evaluate(
+        self, predictions_path: Path | None = None, split: str = "valid"
+    ) -> dict[str, float]:
+        """Mean loss over the validation examples, with the objective's accuracy and perplexity
+        (fixed masks), or a task's own metrics (`start_eval` / `eval_batch` / `end_eval`)."""
         objective = self.job.objective
         data = self.job.valid_data
+        is_task = hasattr(objective, "eval_batch")
+        if is_task:
+            objective.start_eval(predictions_path, split)
         keys = [(0, i) for i in range(len(data))]
         batch_size = self.micro_batch_size
         if self.cfg.eval_batches:
@@ -233,7 +275,8 @@ class Trainer:
             for term, n in objective.counts(batch).items():
                 counts[term] += int(n)
             with autocast_context(self.device, self.cfg.precision):
-                terms = objective(self.step_model, self._to_device(batch))
+                run = objective.eval_batch if is_task else objective
+                terms = run(self.step_model, self._to_device(batch))
             for term, result in terms.items():
                 loss_sums[term] += float(result.loss_sum)
                 correct[term] += float(result.correct)
@@ -242,8 +285,11 @@ class Trainer:
         for term in objective.terms:
             n = max(counts[term], 1)
             metrics[f"valid/{term}_loss"] = loss_sums[term] / n
-            metrics[f"valid/{term}_accuracy"] = correct[term] / n
+            if not is_task:
+                metrics[f"valid/{term}_accuracy"] = correct[term] / n
         metrics["valid/loss"] = sum(metrics[f"valid/{t}_loss"] for t in objective.terms)
+        if is_task:
+            metrics.update({f"valid/{k}": v for k, v in objective.end_eval().items()})
         if objective.perplexity_term:
             ppl_loss = metrics[f"valid/{objective.perplexity_term}_loss"]
             metrics["valid/ppl"] = math.exp(min(ppl_loss, 50.0))
@@ -264,6 +310,7 @@ class Trainer:
             first = self.evaluate()
             log.write({"step": 0, **first})
             self.history["start"] = {"step": 0, **first}
+            self._track_best(first)
         batches = self.train_batches()
         window = {"loss": 0.0, "steps": 0, "tokens": 0, "time": time.perf_counter()}
         running: dict[str, torch.Tensor] = {}
@@ -298,27 +345,33 @@ class Trainer:
                     window.update(steps=0, tokens=0, time=time.perf_counter())
                 bar.advance(self.step)
                 done = self.step == cfg.max_steps
+                improved = False
                 if done or (cfg.eval_every and self.step % cfg.eval_every == 0):
                     eval_start = time.perf_counter()
                     last_valid = {"step": self.step, **self.evaluate()}
                     log.write(last_valid)
-                    bar.note(
-                        f"step {self.step}: valid/loss {last_valid['valid/loss']:.4f}"
-                        + (
-                            f"  ppl {last_valid['valid/ppl']:.2f}"
-                            if "valid/ppl" in last_valid
-                            else ""
-                        )
-                    )
+                    improved = self._track_best(last_valid)
+                    bar.note(self._describe(last_valid, improved))
                     window["time"] += time.perf_counter() - eval_start  # not training time
-                if done or stop.requested or (cfg.save_every and self.step % cfg.save_every == 0):
+                patience = self.job.early_stopping_patience
+                out_of_patience = bool(patience) and self.evals_since_best >= patience
+                periodic = cfg.save_every and self.step % cfg.save_every == 0
+                if done or stop.requested or periodic or improved or out_of_patience:
                     save_start = time.perf_counter()
                     path = self.save(last_valid if last_valid.get("step") == self.step else None)
+                    if improved:
+                        ckpt.point_link(self.checkpoints_dir / "best", path.name)
                     window["time"] += time.perf_counter() - save_start
                     if stop.requested and not done:
                         bar.note(f"Saved {path}; resume with resume=auto in this run directory.")
                         stopped = True
                         break
+                if out_of_patience and not done:
+                    bar.note(
+                        f"Early stopping: no better valid/{self.main_metric} in {patience} "
+                        "validations"
+                    )
+                    break
         self.history["end"] = last_valid or {"step": self.step}
         if stopped:
             raise TrainingInterrupted(self.step)

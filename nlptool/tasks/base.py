@@ -1,0 +1,108 @@
+"""What every downstream task shares: reading its split files, and the examples data set.
+
+A task is an `Objective` for the training loop (`terms`, `counts`, `__call__`) plus evaluation
+hooks the loop calls when present: `start_eval`, `eval_batch` (loss terms of a batch, while the
+task accumulates its metrics and predictions), `end_eval` (the metrics), and `main_metric`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+
+from nlptool.data.readers import iter_records
+from nlptool.errors import UserError
+
+SPLIT_KEYS = {"train": "task.train_file", "valid": "task.valid_file", "test": "task.test_file"}
+
+
+def split_path(cfg, split: str) -> Path:
+    """The file of a split, relative to task.data_dir; UserError when unset or missing."""
+    key = SPLIT_KEYS[split]
+    name = getattr(cfg, key.split(".", 1)[1])
+    if not name:
+        raise UserError(f"task={cfg.name} has no {split} file: set {key}=<file>")
+    path = Path(name).expanduser()
+    if not path.is_absolute() and cfg.data_dir:
+        path = Path(cfg.data_dir).expanduser() / path
+    if not path.is_file():
+        hint = "" if cfg.data_dir else " (set task.data_dir to the folder that holds it)"
+        raise UserError(f"{key}: no such file: {path}{hint}")
+    return path
+
+
+def read_columns(cfg, split: str, columns: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(where, {field: value}) for each record of a split; `columns` maps task.<key> -> column.
+
+    A column is a name, or a 0-based index: the position in the header row, or in the row
+    itself with task.header=false (where every column must be an index).
+    """
+    path = split_path(cfg, split)
+    wanted = {key: value for key, value in columns.items() if value is not None}
+    if not cfg.header:
+        for key, value in wanted.items():
+            if not str(value).isdigit():
+                raise UserError(
+                    f"task.{key}={value!r}: with task.header=false columns are 0-based indices"
+                )
+        wanted = {key: str(value) for key, value in wanted.items()}
+    required = {f"task.{k}": v for k, v in wanted.items() if not isinstance(v, int)}
+    count = 0
+    for where, record in iter_records(path, required, header=cfg.header):
+        names = list(record)
+        row = {}
+        for key, column in wanted.items():
+            if isinstance(column, int):
+                if column >= len(names):
+                    raise UserError(
+                        f"{path}, {where}: task.{key}={column}, but the file has only "
+                        f"{len(names)} columns ({', '.join(names)})"
+                    )
+                column = names[column]
+            row[key] = record[column]
+        count += 1
+        yield f"{path}, {where}", row
+    if count == 0:
+        raise UserError(f"{SPLIT_KEYS[split]}: {path} holds no records")
+
+
+class TaskExamples(torch.utils.data.Dataset):
+    """Encoded examples keyed like the pretraining ones, (epoch, index); no randomness."""
+
+    def __init__(self, features: datasets.Dataset) -> None:
+        self.features = features.with_format("numpy")
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, np.ndarray]:
+        _, index = key
+        row = self.features[int(index)]
+        row["index"] = np.int64(index)
+        return row
+
+
+def pad_batch(items: list[dict[str, np.ndarray]], pad_values: dict[str, Any]) -> dict[str, Any]:
+    """Stack examples, padding sequences to the longest; adds attention_mask when padding."""
+    lengths = [len(item["input_ids"]) for item in items]
+    longest = max(lengths)
+    batch: dict[str, torch.Tensor] = {}
+    for key, first in items[0].items():
+        if np.ndim(first) == 0:
+            batch[key] = torch.as_tensor(np.stack([item[key] for item in items]))
+            continue
+        out = np.full((len(items), longest), pad_values.get(key, 0), dtype=first.dtype)
+        for row, item in enumerate(items):
+            out[row, : len(item[key])] = item[key]
+        batch[key] = torch.from_numpy(out)
+    if min(lengths) < longest:
+        mask = np.zeros((len(items), longest), dtype=np.int64)
+        for row, n in enumerate(lengths):
+            mask[row, :n] = 1
+        batch["attention_mask"] = torch.from_numpy(mask)
+    return batch
