@@ -205,20 +205,54 @@ def print_summary(cfg, model: torch.nn.Module, data: PreparedData, run_dir: Path
     console.print(summary_table("nlptool", rows))
 
 
-def train_from_config(cfg_dict: DictConfig, init: Path | None = None) -> dict[str, Any]:
-    """pretrain (and finetune, which starts from `init`): the whole run."""
-    cfg = check_config(cfg_dict)
+@dataclass
+class RunStart:
+    run_dir: Path
+    device: torch.device
+    resume_path: Path | None
+    tokenizer: TextTokenizer | None  # the resumed run's or init's; None: make one
+
+
+def start_run(cfg, init: Path | None, fixed: tuple[str, ...] = FIXED_ON_RESUME) -> RunStart:
+    """Run directory, device, the checkpoint to resume (checked against the config) and the
+    tokenizer that comes with it or with `init`."""
     run_dir = run_dir_now()
     device = resolve_device(cfg.trainer.device)
     resume_path = find_resume(cfg.resume, run_dir)
     tokenizer = None
     if resume_path is not None:
         saved = ckpt.read_checkpoint(resume_path)
-        check_resume_compatible(cfg, saved.config_yaml, resume_path)
+        check_resume_compatible(cfg, saved.config_yaml, resume_path, fixed)
         tokenizer = TextTokenizer.load(resume_path)
     elif init is not None:
         tokenizer = TextTokenizer.load(init)
-    data = prepare_data(cfg, tokenizer)
+    return RunStart(run_dir, device, resume_path, tokenizer)
+
+
+def restore_if_resuming(trainer: Trainer, start: RunStart) -> None:
+    if start.resume_path is not None:
+        trainer.restore(start.resume_path)
+        console.print(f"Resuming from {start.resume_path} at step {trainer.step}")
+
+
+def fit(trainer: Trainer, start: RunStart) -> tuple[dict[str, Any], float]:
+    """Train, logging to metrics.jsonl; the validation history and the minutes it took."""
+    resumed_step = trainer.step if start.resume_path else None
+    log = MetricsLog(start.run_dir / "metrics.jsonl", resume_step=resumed_step)
+    started = time.perf_counter()
+    try:
+        history = trainer.fit(log)
+    except TrainingInterrupted as stop:
+        raise SystemExit(f"Training stopped at step {stop.step}; a checkpoint was saved.") from None
+    return history, (time.perf_counter() - started) / 60
+
+
+def train_from_config(cfg_dict: DictConfig, init: Path | None = None) -> dict[str, Any]:
+    """pretrain (and finetune, which starts from `init`): the whole run."""
+    cfg = check_config(cfg_dict)
+    start = start_run(cfg, init)
+    run_dir, device, resume_path = start.run_dir, start.device, start.resume_path
+    data = prepare_data(cfg, start.tokenizer)
     model_cfg = model_config_for(cfg, data.tokenizer)
     seed_everything(cfg.trainer.seed)
     model = build_model(model_cfg)
@@ -237,17 +271,9 @@ def train_from_config(cfg_dict: DictConfig, init: Path | None = None) -> dict[st
         extra_state={"init": str(init) if init else None},
     )
     trainer = Trainer(cfg.trainer, job, device)
-    if resume_path is not None:
-        trainer.restore(resume_path)
-        console.print(f"Resuming from {resume_path} at step {trainer.step}")
+    restore_if_resuming(trainer, start)
     print_summary(cfg, model, data, run_dir, device)
-    log = MetricsLog(run_dir / "metrics.jsonl", resume_step=trainer.step if resume_path else None)
-    started = time.perf_counter()
-    try:
-        history = trainer.fit(log)
-    except TrainingInterrupted as stop:
-        raise SystemExit(f"Training stopped at step {stop.step}; a checkpoint was saved.") from None
-    minutes = (time.perf_counter() - started) / 60
+    history, minutes = fit(trainer, start)
     console.print(metrics_table(f"Validation ({minutes:.1f} min)", history))
     console.print(f"Checkpoint: {run_dir / 'checkpoints' / 'last'}")
     return history
@@ -312,18 +338,10 @@ def prepare_task(cfg, tokenizer: TextTokenizer | None, splits: tuple[str, ...]):
 def train_task(cfg_dict: DictConfig, init: Path | None) -> dict[str, Any]:
     """finetune task=...: train the task's model, keep the best checkpoint by its main metric."""
     cfg = check_config(cfg_dict)
-    run_dir = run_dir_now()
-    device = resolve_device(cfg.trainer.device)
-    resume_path = find_resume(cfg.resume, run_dir)
-    tokenizer = None
-    if resume_path is not None:
-        saved = ckpt.read_checkpoint(resume_path)
-        check_resume_compatible(cfg, saved.config_yaml, resume_path, ("model", "tokenizer"))
-        tokenizer = TextTokenizer.load(resume_path)
-    elif init is not None:
-        tokenizer = TextTokenizer.load(init)
+    start = start_run(cfg, init, ("model", "tokenizer"))
+    run_dir, device, resume_path = start.run_dir, start.device, start.resume_path
     started = time.perf_counter()
-    tokenizer, task, data = prepare_task(cfg, tokenizer, ("train", "valid"))
+    tokenizer, task, data = prepare_task(cfg, start.tokenizer, ("train", "valid"))
     seconds = time.perf_counter() - started
     model_cfg = model_config_for(cfg, tokenizer)
     seed_everything(cfg.trainer.seed)
@@ -346,9 +364,7 @@ def train_task(cfg_dict: DictConfig, init: Path | None) -> dict[str, Any]:
         early_stopping_patience=cfg.task.early_stopping_patience,
     )
     trainer = Trainer(cfg.trainer, job, device)
-    if resume_path is not None:
-        trainer.restore(resume_path)
-        console.print(f"Resuming from {resume_path} at step {trainer.step}")
+    restore_if_resuming(trainer, start)
     t = cfg.trainer
     console.print(
         summary_table(
@@ -376,13 +392,7 @@ def train_task(cfg_dict: DictConfig, init: Path | None) -> dict[str, Any]:
             ],
         )
     )
-    log = MetricsLog(run_dir / "metrics.jsonl", resume_step=trainer.step if resume_path else None)
-    started = time.perf_counter()
-    try:
-        history = trainer.fit(log)
-    except TrainingInterrupted as stop:
-        raise SystemExit(f"Training stopped at step {stop.step}; a checkpoint was saved.") from None
-    minutes = (time.perf_counter() - started) / 60
+    history, minutes = fit(trainer, start)
     if trainer.best is not None:
         history["best"] = {f"valid/{task.main_metric}": trainer.best}
     console.print(metrics_table(f"Validation ({minutes:.1f} min)", history))

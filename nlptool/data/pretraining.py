@@ -15,6 +15,7 @@ import datasets
 import numpy as np
 import torch
 
+from nlptool.data.collate import pad_batch
 from nlptool.errors import UserError
 
 IGNORE_INDEX = -100  # label of positions that are not predicted
@@ -238,24 +239,7 @@ def collate(items: list[dict[str, np.ndarray]], pad_id: int) -> dict[str, torch.
     `attention_mask` is added only when some example is shorter than the longest, so that
     full batches of packed blocks run the attention without a mask.
     """
-    lengths = [len(item["input_ids"]) for item in items]
-    longest = max(lengths)
-    batch: dict[str, torch.Tensor] = {}
-    pad_values = {"input_ids": pad_id, "mlm_labels": IGNORE_INDEX, "token_type_ids": 0}
-    for key in items[0]:
-        if np.ndim(items[0][key]) == 0:
-            batch[key] = torch.as_tensor(np.stack([item[key] for item in items]))
-            continue
-        out = np.full((len(items), longest), pad_values[key], dtype=np.int64)
-        for row, item in enumerate(items):
-            out[row, : len(item[key])] = item[key]
-        batch[key] = torch.from_numpy(out)
-    if min(lengths) < longest:
-        mask = np.zeros((len(items), longest), dtype=np.int64)
-        for row, n in enumerate(lengths):
-            mask[row, :n] = 1
-        batch["attention_mask"] = torch.from_numpy(mask)
-    return batch
+    return pad_batch(items, {"input_ids": pad_id, "mlm_labels": IGNORE_INDEX})
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,12 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nlptool.data.collate import pad_batch
 from nlptool.data.tokenizer import TextTokenizer
 from nlptool.errors import UserError
 from nlptool.models.bert import BertForSequenceClassification
 from nlptool.models.config import ModelConfig
 from nlptool.objectives.base import LossTerm
-from nlptool.tasks.base import TaskExamples, pad_batch, read_columns
+from nlptool.tasks.base import TaskExamples, read_columns
 from nlptool.tasks.metrics import ClassificationMetrics, RegressionMetrics
 
 
