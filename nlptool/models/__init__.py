@@ -1,4 +1,4 @@
-"""Transformer models built from a plain `ModelConfig`: BERT and GPT-2."""
+"""Transformer models built from a plain `ModelConfig`: BERT, GPT-2 and an encoder-decoder."""
 
 from __future__ import annotations
 
@@ -8,28 +8,28 @@ from nlptool.errors import UserError
 from nlptool.models.bert import BertForPreTraining
 from nlptool.models.config import ModelConfig
 from nlptool.models.gpt import GPTForCausalLM
+from nlptool.models.seq2seq import Seq2SeqTransformer
 
 __all__ = [
     "BertForPreTraining",
     "GPTForCausalLM",
     "ModelConfig",
+    "Seq2SeqTransformer",
     "build_model",
     "count_parameters",
 ]
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:
-    """The pretraining model for `cfg.arch`: BertForPreTraining (bert) or GPTForCausalLM (gpt)."""
+    """The model for `cfg.arch`: BertForPreTraining (bert), GPTForCausalLM (gpt) or
+    Seq2SeqTransformer (seq2seq)."""
     if cfg.arch == "bert":
         return BertForPreTraining(cfg)
     if cfg.arch == "gpt":
         return GPTForCausalLM(cfg)
     if cfg.arch == "seq2seq":
-        raise UserError(
-            "model.arch=seq2seq: the encoder-decoder model is built by the translation task, "
-            "which is not available in pretraining yet; use model.arch=bert or model.arch=gpt"
-        )
-    raise UserError(f"model.arch={cfg.arch!r}: expected bert or gpt")
+        return Seq2SeqTransformer(cfg)
+    raise UserError(f"model.arch={cfg.arch!r}: expected bert, gpt or seq2seq")
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -14,6 +14,7 @@ from nlptool.models import (
     count_parameters,
 )
 from nlptool.models.layers import sdpa_mask
+from nlptool.models.seq2seq import Seq2SeqTransformer
 
 
 def cfg(arch: str, **overrides) -> ModelConfig:
@@ -24,8 +25,15 @@ def cfg(arch: str, **overrides) -> ModelConfig:
 def test_dispatch_on_arch() -> None:
     assert isinstance(build_model(cfg("bert")), BertForPreTraining)
     assert isinstance(build_model(cfg("gpt")), GPTForCausalLM)
-    with pytest.raises(UserError, match="translation task"):
-        build_model(cfg("seq2seq"))
+    assert isinstance(build_model(cfg("seq2seq")), Seq2SeqTransformer)
+    with pytest.raises(UserError, match="model.arch"):
+        _bad_arch()
+
+
+def _bad_arch() -> None:
+    bad = cfg("bert")
+    bad.arch = "rnn"  # past the dataclass check, as a hand-edited checkpoint config could be
+    build_model(bad)
 
 
 @pytest.mark.parametrize("arch", ["bert", "gpt"])
