@@ -17,7 +17,21 @@ from tests.test_cli import nlptool, read_metrics
 
 POSITIVE = ["great", "wonderful", "superb", "lovely", "brilliant"]
 NEGATIVE = ["awful", "terrible", "dreadful", "boring", "horrible"]
-FILLER = ["the", "film", "about", "a", "family", "and", "a", "dog", "in", "the", "old", "town", "was"]
+FILLER = [
+    "the",
+    "film",
+    "about",
+    "a",
+    "family",
+    "and",
+    "a",
+    "dog",
+    "in",
+    "the",
+    "old",
+    "town",
+    "was",
+]
 
 
 def sentiment_rows(n: int, seed: int) -> list[tuple[str, str]]:
