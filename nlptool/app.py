@@ -298,14 +298,6 @@ def finetune(cfg_dict: DictConfig) -> dict[str, Any]:
     return train_from_config(cfg_dict, init=init)
 
 
-def task_texts(task_data) -> Any:
-    """The training texts of a task, for training a tokenizer from scratch."""
-    for start in range(0, len(task_data), 1000):
-        rows = task_data[start : start + 1000]
-        yield from rows["text"]
-        yield from (t for t in rows.get("text_pair", []) if t)
-
-
 def prepare_task(cfg, tokenizer: TextTokenizer | None, splits: tuple[str, ...]):
     """Read the splits; the tokenizer given, or one trained on the task's training text (from
     scratch); the labels; the encoded splits."""
@@ -323,7 +315,7 @@ def prepare_task(cfg, tokenizer: TextTokenizer | None, splits: tuple[str, ...]):
             tokenizer, _ = get_tokenizer(
                 cfg.tokenizer,
                 files_fingerprint([train_file]),
-                task_texts(raw["train"]),
+                task.training_texts(raw["train"]),
                 cache_dir_for(cfg),
             )
     task.set_tokenizer(tokenizer)

@@ -261,12 +261,54 @@ class TaskConfig:
     positive_label: str | None = None
     """pair_classification: the label whose F1 is reported (default: the second label)."""
     max_seq_len: int = 128
-    """Tokens per example (longer inputs are truncated)."""
+    """Tokens per example (longer inputs are truncated; QA contexts are split with a stride)."""
     early_stopping_patience: int = 0
     """Stop after this many validations without improvement of the main metric (0: never)."""
+    token_column: int = 0
+    """ner: the column of the word in CoNLL files (0-based, whitespace-separated)."""
+    tag_column: int = -1
+    """ner: the column of the tag in CoNLL files (-1: the last one)."""
+    tag_scheme: str = "auto"
+    """ner: auto (detected from the tags), IOB2 (BIO), IOBES or BMES."""
+    train_articles: int | None = None
+    """qa: a single SQuAD file split by article: the first N articles train, the rest evaluate."""
+    doc_stride: int = 128
+    """qa: tokens of overlap between the windows of a long context."""
+    max_answer_len: int = 30
+    """qa: the longest answer span, in tokens."""
+    n_best: int = 20
+    """qa: start and end candidates considered when decoding a span."""
+    source_file: str | None = None
+    """translation (line-aligned files): the training source file; valid/test by suffix."""
+    target_file: str | None = None
+    """translation: the training target file."""
+    source_column: str | None = None
+    """translation (record files): the source column."""
+    target_column: str | None = None
+    """translation (record files): the target column."""
+    source_lang: str = "en"
+    target_lang: str = "de"
+    label_smoothing: float = 0.1
+    """translation: label smoothing of the teacher-forced cross-entropy."""
+    beam_size: int = 4
+    """translation: beam size at evaluation (1: greedy)."""
+    length_penalty: float = 0.6
+    """translation: exponent alpha of the length normalisation log P / len**alpha."""
+    max_decode_len: int = 128
+    """translation: the longest output, in tokens."""
 
     def validate(self) -> None:
         _check(self.kind in TASK_KINDS, f"task.kind={self.kind!r}: expected one of {TASK_KINDS}")
+        _check(
+            self.tag_scheme in ("auto", "IOB2", "IOBES", "BMES"),
+            f"task.tag_scheme={self.tag_scheme!r}: expected auto, IOB2, IOBES or BMES",
+        )
+        _check(0 <= self.label_smoothing < 1, "task.label_smoothing must be in [0, 1)")
+        _check(self.beam_size >= 1, "task.beam_size must be >= 1")
+        _check(
+            self.doc_stride >= 1 and self.max_answer_len >= 1,
+            "task.doc_stride and task.max_answer_len must be >= 1",
+        )
         _check(self.max_seq_len >= 8, f"task.max_seq_len={self.max_seq_len}: must be at least 8")
         _check(self.early_stopping_patience >= 0, "task.early_stopping_patience must be >= 0")
         if self.kind == "pair_classification":

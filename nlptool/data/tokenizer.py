@@ -75,6 +75,24 @@ class TextTokenizer:
         """Token ids without special tokens."""
         return [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
 
+    def encode_words(self, sentences: list[list[str]]) -> list[tuple[list[int], list[int]]]:
+        """Pre-split words (NER): (token ids, index of the word each token comes from)."""
+        out = []
+        for enc in self.tokenizer.encode_batch(
+            sentences, is_pretokenized=True, add_special_tokens=False
+        ):
+            out.append((enc.ids, [w if w is not None else -1 for w in enc.word_ids]))
+        return out
+
+    def encode_with_offsets(
+        self, texts: list[str]
+    ) -> list[tuple[list[int], list[tuple[int, int]]]]:
+        """Token ids with the (start, end) character span of each token in its text (QA)."""
+        return [
+            (enc.ids, enc.offsets)
+            for enc in self.tokenizer.encode_batch(texts, add_special_tokens=False)
+        ]
+
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = True) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)
 

@@ -184,3 +184,50 @@ class BertForSequenceClassification(nn.Module):
         """input_ids (B, T) -> logits (B, num_labels)."""
         hidden = self.bert(input_ids, attention_mask, token_type_ids)  # (B, T, C)
         return self.classifier(self.dropout(self.bert.pool(hidden)))
+
+
+class BertForTokenClassification(nn.Module):
+    """BERT with a per-token classification head (NER), as HF's `BertForTokenClassification`."""
+
+    def __init__(self, cfg: ModelConfig, num_labels: int) -> None:
+        super().__init__()
+        _check_vocab(cfg)
+        self.cfg = cfg
+        self.bert = BertModel(cfg)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.classifier = nn.Linear(cfg.hidden_size, num_labels)
+        self.classifier.apply(partial(init_weights, std=cfg.initializer_range))
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """input_ids (B, T) -> logits (B, T, num_labels)."""
+        hidden = self.bert(input_ids, attention_mask, token_type_ids)  # (B, T, C)
+        return self.classifier(self.dropout(hidden))
+
+
+class BertForQuestionAnswering(nn.Module):
+    """BERT with a span head (extractive QA), as HF's `BertForQuestionAnswering`: one linear
+    layer scoring every token as the answer's start and as its end."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        _check_vocab(cfg)
+        self.cfg = cfg
+        self.bert = BertModel(cfg)
+        self.qa_outputs = nn.Linear(cfg.hidden_size, 2)
+        self.qa_outputs.apply(partial(init_weights, std=cfg.initializer_range))
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """input_ids (B, T) -> start and end logits, each (B, T)."""
+        hidden = self.bert(input_ids, attention_mask, token_type_ids)  # (B, T, C)
+        start, end = self.qa_outputs(hidden).unbind(dim=-1)  # 2 x (B, T)
+        return start, end

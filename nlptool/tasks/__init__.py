@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from nlptool.errors import UserError
+import importlib
 
-SEQUENCE_KINDS = ("classification", "pair_classification", "regression")
+# task.kind -> the module and class that implement it (see nlptool.tasks.base.Task)
+TASKS = {
+    "classification": ("nlptool.tasks.classification", "SequenceClassificationTask"),
+    "pair_classification": ("nlptool.tasks.classification", "SequenceClassificationTask"),
+    "regression": ("nlptool.tasks.classification", "SequenceClassificationTask"),
+    "ner": ("nlptool.tasks.ner", "TokenClassificationTask"),
+    "qa": ("nlptool.tasks.qa", "QuestionAnsweringTask"),
+    "translation": ("nlptool.tasks.translation", "TranslationTask"),
+}
 
 
 def build_task(cfg):
-    """The task object for `task.kind` (see nlptool.tasks.base for what a task provides)."""
-    if cfg.kind in SEQUENCE_KINDS:
-        from nlptool.tasks.classification import SequenceClassificationTask
-
-        return SequenceClassificationTask(cfg)
-    raise UserError(
-        f"task.kind={cfg.kind} (task={cfg.name}) is not available yet; available kinds: "
-        f"{', '.join(SEQUENCE_KINDS)}"
-    )
+    """The task object for `task.kind`."""
+    module, name = TASKS[cfg.kind]
+    return getattr(importlib.import_module(module), name)(cfg)

@@ -1,15 +1,16 @@
-"""What every downstream task shares: reading its split files, and the examples data set.
+"""What every downstream task shares: the protocol, reading split files, the examples data set.
 
 A task is an `Objective` for the training loop (`terms`, `counts`, `__call__`) plus evaluation
 hooks the loop calls when present: `start_eval`, `eval_batch` (loss terms of a batch, while the
-task accumulates its metrics and predictions), `end_eval` (the metrics), and `main_metric`.
+task accumulates its metrics and predictions), `end_eval` (the metrics), and `main_metric`. The
+verbs (nlptool/app.py) drive it through `Task` below.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import datasets
 import numpy as np
@@ -17,6 +18,49 @@ import torch
 
 from nlptool.data.readers import iter_records
 from nlptool.errors import UserError
+
+
+class Task(Protocol):
+    """What `nlptool finetune task=...` and `nlptool eval` need from a task."""
+
+    terms: tuple[str, ...]  # loss terms, e.g. ("task",)
+    perplexity_term: str | None  # None for tasks
+    main_metric: str  # key of end_eval()'s result that picks the best checkpoint
+    greater_is_better: bool
+    labels: list[str]  # the label set (classification, NER); stored in the checkpoint config
+
+    def read(self, split: str) -> datasets.Dataset:
+        """The raw examples of "train", "valid" or "test" (kept for predictions.jsonl)."""
+        ...
+
+    def training_texts(self, train: datasets.Dataset) -> Iterator[str]:
+        """Texts to train a tokenizer on when there is no pretrained one."""
+        ...
+
+    def set_tokenizer(self, tokenizer: Any) -> None: ...
+
+    def set_labels_from(self, train: datasets.Dataset) -> None:
+        """Fix the label set from the training data unless task.labels gives it."""
+        ...
+
+    def encode(self, raw: datasets.Dataset) -> torch.utils.data.Dataset:
+        """Examples keyed by (epoch, index) (see TaskExamples); index must be in the batch."""
+        ...
+
+    def collate(self, items: list[dict]) -> dict[str, torch.Tensor]: ...
+
+    def build_model(self, model_cfg: Any) -> torch.nn.Module: ...
+
+    def counts(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]: ...
+
+    def __call__(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict: ...
+
+    def start_eval(self, predictions_path: Path | None = None, split: str = "valid") -> None: ...
+
+    def eval_batch(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict: ...
+
+    def end_eval(self) -> dict[str, float]: ...
+
 
 SPLIT_KEYS = {"train": "task.train_file", "valid": "task.valid_file", "test": "task.test_file"}
 

@@ -75,6 +75,13 @@ class SequenceClassificationTask:
         self.raw[split] = ds
         return ds
 
+    def training_texts(self, train: datasets.Dataset):
+        for start in range(0, len(train), 1000):
+            rows = train[start : start + 1000]
+            yield from rows["text"]
+            if self.pair:
+                yield from rows["text_pair"]
+
     def set_labels_from(self, train: datasets.Dataset) -> None:
         if self.regression or self.labels:
             return
