@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -301,22 +302,20 @@ def finetune(cfg_dict: DictConfig) -> dict[str, Any]:
 def prepare_task(cfg, tokenizer: TextTokenizer | None, splits: tuple[str, ...]):
     """Read the splits; the tokenizer given, or one trained on the task's training text (from
     scratch); the labels; the encoded splits."""
-    from nlptool.data.readers import files_fingerprint
     from nlptool.tasks import build_task
-    from nlptool.tasks.base import split_path
 
     datasets.disable_progress_bars()
     task = build_task(cfg.task)
     with console.status(f"Reading {cfg.task.name}"):
         raw = {split: task.read(split) for split in splits}
     if tokenizer is None:
-        train_file = split_path(cfg.task, "train")
-        with console.status(f"Training a {cfg.tokenizer.kind} tokenizer on {train_file.name}"):
+        texts = list(task.training_texts(raw["train"]))
+        digest = hashlib.sha256()
+        for text in texts:
+            digest.update(text.encode("utf-8", "replace") + b"\n")
+        with console.status(f"Training a {cfg.tokenizer.kind} tokenizer on {cfg.task.name}"):
             tokenizer, _ = get_tokenizer(
-                cfg.tokenizer,
-                files_fingerprint([train_file]),
-                task.training_texts(raw["train"]),
-                cache_dir_for(cfg),
+                cfg.tokenizer, f"task:{digest.hexdigest()}", iter(texts), cache_dir_for(cfg)
             )
     task.set_tokenizer(tokenizer)
     if "train" in raw:
@@ -440,7 +439,7 @@ def evaluate(cfg_dict: DictConfig) -> dict[str, Any]:
         config_yaml=to_yaml(cfg),
         run_dir=run_dir,
     )
-    metrics = Trainer(cfg.trainer, job, device).evaluate()
+    metrics = Trainer(cfg.trainer, job, device).evaluate(split=cfg_dict.split)
     result = {cfg_dict.split: {k.split("/", 1)[1]: v for k, v in metrics.items()}}
     result["checkpoint"] = str(path)
     (run_dir / "eval.json").write_text(json.dumps(result, indent=2) + "\n")

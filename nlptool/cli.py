@@ -102,6 +102,41 @@ def check_override_keys(verb: str, args: list[str]) -> str | None:
 # -- the verbs ---------------------------------------------------------------------------------
 
 
+def _task_choice(verb: str, args: list[str]) -> list[str]:
+    """`task.*` overrides need a task: for eval, the checkpoint's own task is chosen (its saved
+    settings come back in `nlptool.app.evaluate_task`, the overrides on top); finetune asks
+    for one."""
+    keys = [a.split("=", 1)[0].lstrip("+") for a in args if "=" in a and not a.startswith("-")]
+    if not any(k.startswith("task.") for k in keys) or "task" in keys:
+        return args
+    if verb != "eval":
+        return args if verb != "finetune" else _need_task()
+    checkpoint = next((a.split("=", 1)[1] for a in args if a.startswith("checkpoint=")), None)
+    if checkpoint is None:
+        return args
+    from omegaconf import OmegaConf
+
+    from nlptool.errors import UserError
+    from nlptool.training.checkpoint import CONFIG, resolve_checkpoint
+
+    try:
+        saved = OmegaConf.load(resolve_checkpoint(checkpoint, "checkpoint") / CONFIG)
+    except UserError:
+        return args  # reported with the rest of the checks
+    if saved.get("task") is None:
+        return args
+    options = {p.stem for p in (Path(config_dir()) / "task").glob("*.yaml")}
+    choice = saved.task.name if saved.task.name in options else saved.task.kind
+    return [f"task={choice}", *args]
+
+
+def _need_task() -> list[str]:
+    _print_error(
+        "task.* settings need a task: choose one with task=<name> (see nlptool finetune --help)."
+    )
+    sys.exit(2)
+
+
 def _run_verb(verb: str, args: list[str]) -> None:
     import hydra
 
@@ -109,6 +144,7 @@ def _run_verb(verb: str, args: list[str]) -> None:
     from nlptool.config import register_configs
     from nlptool.errors import UserError
 
+    args = _task_choice(verb, args)
     message = check_override_keys(verb, args)
     if message:
         _print_error(message)

@@ -197,6 +197,8 @@ class TrainerConfig:
     """Wrap the model in torch.compile."""
     num_workers: int = 0
     """DataLoader worker processes."""
+    group_by_length: bool = True
+    """Batch examples of similar length together (tasks with variable-length inputs)."""
     progress: bool = True
     """Show a live progress bar on a terminal (plain log lines otherwise)."""
 

@@ -36,7 +36,7 @@ def test_groups_of_the_contract_exist():
     }  # fmt: skip
     assert set(GROUPS["objective"]) == {"mlm", "mlm_nsp", "clm"}
     assert set(GROUPS["data"]) == {"builtin", "text", "hf"}
-    assert set(GROUPS["tokenizer"]) == {"wordpiece", "bpe", "pretrained"}
+    assert set(GROUPS["tokenizer"]) >= {"wordpiece", "bpe", "pretrained"}
     assert set(GROUPS["trainer"]) >= {"default", "smoke", "gpu"}
 
 
@@ -100,9 +100,19 @@ def test_bad_values_name_the_key(overrides, needle):
 
 
 @pytest.mark.parametrize("task", GROUPS.get("task", []))
-def test_every_task_passes_validation_with_an_encoder(task):
-    typed = check_config(compose_cfg("finetune", [f"task={task}", "model=bert-mini"]))
+def test_every_task_passes_validation_with_its_model(task):
+    kind = OmegaConf.load(CONFIGS / "task" / f"{task}.yaml").kind
+    model = "transformer-tiny" if kind == "translation" else "bert-mini"
+    typed = check_config(compose_cfg("finetune", [f"task={task}", f"model={model}"]))
     assert typed.task.name == task
+    assert typed.model.arch == ("seq2seq" if kind == "translation" else "bert")
+
+
+def test_translation_presets_choose_their_model_and_tokenizer():
+    cfg = compose_cfg("finetune", ["task=multi30k"])
+    assert cfg.model.name == "transformer-tiny" and cfg.tokenizer.kind == "bpe"
+    cfg = compose_cfg("finetune", ["task=multi30k", "model=transformer-base"])
+    assert cfg.model.name == "transformer-base"
 
 
 def test_task_with_a_decoder_is_refused():

@@ -266,6 +266,7 @@ class StepSampler(torch.utils.data.Sampler):
         rank: int = 0,
         world_size: int = 1,
         shuffle: bool = True,
+        lengths: np.ndarray | None = None,
     ) -> None:
         if num_examples == 0:
             raise UserError("The training data yield no example: the corpus is too small")
@@ -273,16 +274,34 @@ class StepSampler(torch.utils.data.Sampler):
         self.seed, self.start_step, self.max_steps = seed, start_step, max_steps
         self.rank, self.world_size, self.shuffle = rank, world_size, shuffle
         self._perm_epoch, self._perm = -1, np.arange(0)
+        # With lengths, batches are grouped by length: less padding, same randomness contract.
+        self.lengths = None if lengths is None else np.asarray(lengths)
 
     def _permutation(self, epoch: int) -> np.ndarray:
         if epoch != self._perm_epoch:
             if self.shuffle:
                 rng = example_rng(self.seed, STREAM_SHUFFLE, epoch, 0)
                 self._perm = rng.permutation(self.num_examples)
+                if self.lengths is not None:
+                    self._perm = self._group_by_length(self._perm, rng)
             else:
                 self._perm = np.arange(self.num_examples)
             self._perm_epoch = epoch
         return self._perm
+
+    def _group_by_length(self, perm: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Sort each pool of 64 batches' worth of the shuffled examples by length, cut the pool
+        into batches and shuffle the batches: each batch holds examples of similar length."""
+        pool = self.batch_size * 64
+        batches = []
+        for start in range(0, len(perm), pool):
+            chunk = perm[start : start + pool]
+            chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
+            batches.extend(
+                chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)
+            )
+        order = rng.permutation(len(batches))
+        return np.concatenate([batches[i] for i in order])
 
     def step_keys(self, step: int) -> list[tuple[int, int]]:
         """This process's (epoch, index) keys of one step."""

@@ -124,6 +124,13 @@ class TaskExamples(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.features)
 
+    def lengths(self) -> np.ndarray:
+        """Tokens per example (the longest sequence of the example), for length grouping."""
+        columns = [c for c in ("input_ids", "decoder_input_ids") if c in self.features.column_names]
+        raw = self.features.with_format(None)
+        per_column = [np.fromiter(map(len, raw[c]), dtype=np.int64) for c in columns]
+        return np.maximum.reduce(per_column)
+
     def __getitem__(self, key: tuple[int, int]) -> dict[str, np.ndarray]:
         _, index = key
         row = self.features[int(index)]

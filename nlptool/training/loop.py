@@ -188,6 +188,9 @@ class Trainer:
 
     def train_batches(self) -> Iterator[Batch]:
         """Micro-batches of steps self.step, self.step + 1, ... to max_steps, in order."""
+        lengths = None
+        if self.cfg.group_by_length and hasattr(self.job.train_data, "lengths"):
+            lengths = self.job.train_data.lengths()
         sampler = StepSampler(
             len(self.job.train_data),
             self.cfg.batch_size,
@@ -195,6 +198,7 @@ class Trainer:
             self.cfg.seed,
             start_step=self.step,
             max_steps=self.cfg.max_steps,
+            lengths=lengths,
         )
         loader = torch.utils.data.DataLoader(
             self.job.train_data,
@@ -284,15 +288,15 @@ class Trainer:
         metrics: dict[str, float] = {}
         for term in objective.terms:
             n = max(counts[term], 1)
-            metrics[f"valid/{term}_loss"] = loss_sums[term] / n
+            metrics[f"{split}/{term}_loss"] = loss_sums[term] / n
             if not is_task:
-                metrics[f"valid/{term}_accuracy"] = correct[term] / n
-        metrics["valid/loss"] = sum(metrics[f"valid/{t}_loss"] for t in objective.terms)
+                metrics[f"{split}/{term}_accuracy"] = correct[term] / n
+        metrics[f"{split}/loss"] = sum(metrics[f"{split}/{t}_loss"] for t in objective.terms)
         if is_task:
-            metrics.update({f"valid/{k}": v for k, v in objective.end_eval().items()})
+            metrics.update({f"{split}/{k}": v for k, v in objective.end_eval().items()})
         if objective.perplexity_term:
-            ppl_loss = metrics[f"valid/{objective.perplexity_term}_loss"]
-            metrics["valid/ppl"] = math.exp(min(ppl_loss, 50.0))
+            ppl_loss = metrics[f"{split}/{objective.perplexity_term}_loss"]
+            metrics[f"{split}/ppl"] = math.exp(min(ppl_loss, 50.0))
         return metrics
 
     # -- the loop ---------------------------------------------------------------------------
