@@ -306,6 +306,11 @@ class TaskConfig:
             f"task.tag_scheme={self.tag_scheme!r}: expected auto, IOB2, IOBES or BMES",
         )
         _check(0 <= self.label_smoothing < 1, "task.label_smoothing must be in [0, 1)")
+        if self.kind == "ner":
+            _check(
+                self.token_column != self.tag_column,
+                f"task.token_column and task.tag_column are both {self.tag_column}",
+            )
         _check(self.beam_size >= 1, "task.beam_size must be >= 1")
         _check(
             self.doc_stride >= 1 and self.max_answer_len >= 1,

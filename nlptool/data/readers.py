@@ -221,7 +221,7 @@ def _open_binary(path: Path) -> BinaryIO:
         raise UserError(f"Cannot read {path}: {err.strerror or err}.") from err
 
 
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
+def iter_lines(path: Path) -> Iterator[tuple[int, str]]:
     """Yield `(line number, line)` with each line's ending kept, decoded as strict UTF-8.
 
     Lines are split at b"\\n" before decoding (UTF-8 never uses that byte inside a character), so
@@ -256,7 +256,7 @@ def _raise_not_utf8(path: Path, line: int, raw: bytes, err: UnicodeDecodeError) 
 
 def _txt_documents(path: Path) -> Iterator[list[str]]:
     segments: list[str] = []
-    for _, line in _lines(path):
+    for _, line in iter_lines(path):
         segment = line.strip()
         if segment:
             segments.append(segment)
@@ -270,7 +270,7 @@ def _txt_documents(path: Path) -> Iterator[list[str]]:
 def _jsonl_records(
     path: Path, lines: Iterable[tuple[int, str]] | None = None
 ) -> Iterator[tuple[str, dict[str, Any]]]:
-    for number, line in _lines(path) if lines is None else lines:
+    for number, line in iter_lines(path) if lines is None else lines:
         if not line.strip():
             continue
         try:
@@ -284,7 +284,7 @@ def _jsonl_records(
 
 
 def _json_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    lines = list(_lines(path))  # decodes strictly, with line numbers for errors
+    lines = list(iter_lines(path))  # decodes strictly, with line numbers for errors
     text = "".join(line for _, line in lines)
     try:
         value = json.loads(text)
@@ -324,7 +324,7 @@ def _csv_records(
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))
     # Our lines keep their "\r\n" or "\n" endings, as csv wants (the newline="" convention).
-    stream = (line for _, line in _lines(path))
+    stream = (line for _, line in iter_lines(path))
     if fmt == "tsv":
         reader = csv.reader(stream, delimiter="\t", quoting=csv.QUOTE_NONE, strict=True)
     else:

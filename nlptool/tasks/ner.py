@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nlptool.data.collate import pad_batch
-from nlptool.data.readers import _lines
+from nlptool.data.readers import iter_lines
 from nlptool.data.tokenizer import TextTokenizer
 from nlptool.errors import UserError
 from nlptool.models.bert import BertForTokenClassification
@@ -52,7 +52,7 @@ def read_conll(
     words: list[str] = []
     tags: list[str] = []
     where = ""
-    for number, line in _lines(path):
+    for number, line in iter_lines(path):
         line = line.strip(_LINE_SPACE)
         columns = _COLUMN_SEPARATOR.split(line) if line else []
         if not columns or columns[0] == "-DOCSTART-":

@@ -10,7 +10,6 @@ smoothing; evaluation decodes with beam search (task.beam_size, 1 = greedy) over
 
 from __future__ import annotations
 
-import gzip
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from torch import nn
 
 from nlptool.data.collate import pad_batch
 from nlptool.data.pretraining import IGNORE_INDEX
+from nlptool.data.readers import iter_lines
 from nlptool.data.tokenizer import TextTokenizer
 from nlptool.errors import UserError
 from nlptool.models import build_model
@@ -35,14 +35,8 @@ from nlptool.tasks.metrics import BleuMetrics
 
 
 def _read_lines(path: Path) -> list[str]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rt", encoding="utf-8-sig", newline=None) as fh:
-            return [line.rstrip("\n").strip() for line in fh]
-    except UnicodeDecodeError as err:
-        raise UserError(f"{path}: not UTF-8 text ({err})") from None
-    except (OSError, EOFError) as err:
-        raise UserError(f"{path}: cannot read it ({err})") from None
+    """The stripped lines of a text file (.gz too), with file:line errors for bad UTF-8."""
+    return [line.strip() for _, line in iter_lines(path)]
 
 
 class TranslationTask:
