@@ -117,6 +117,7 @@ class Trainer:
         self.greater_is_better = getattr(job.objective, "greater_is_better", True)
         self.best: float | None = None
         self.evals_since_best = 0
+        self.train_seconds = 0.0
 
     def _track_best(self, metrics: dict[str, Any]) -> bool:
         """Whether these validation metrics are the best so far by the main metric."""
@@ -159,6 +160,7 @@ class Trainer:
         self.tokens_seen = int(trainer_state.get("tokens_seen", 0))
         self.best = trainer_state.get("best")
         self.evals_since_best = int(trainer_state.get("evals_since_best", 0))
+        self.train_seconds = float(trainer_state.get("train_seconds", 0.0))
 
     def save(self, metrics: dict[str, Any] | None = None) -> Path:
         return ckpt.save_checkpoint(
@@ -178,6 +180,7 @@ class Trainer:
                 "tokens_seen": self.tokens_seen,
                 "best": self.best,
                 "evals_since_best": self.evals_since_best,
+                "train_seconds": self.train_seconds,
                 "metrics": metrics or {},
                 **self.job.extra_state,
             },
@@ -343,6 +346,8 @@ class Trainer:
                     record["train/lr"] = lr
                     record["train/tokens_per_s"] = window["tokens"] / max(elapsed, 1e-9)
                     record["train/tokens_seen"] = self.tokens_seen
+                    self.train_seconds += elapsed
+                    record["train/seconds"] = self.train_seconds  # training time, evals excluded
                     log.write(record)
                     bar.log(record)
                     running.clear()
