@@ -312,6 +312,7 @@ class TaskConfig:
                 f"task.token_column and task.tag_column are both {self.tag_column}",
             )
         _check(self.beam_size >= 1, "task.beam_size must be >= 1")
+        _check(self.n_best >= 1, f"task.n_best={self.n_best}: must be >= 1")
         _check(
             self.doc_stride >= 1 and self.max_answer_len >= 1,
             "task.doc_stride and task.max_answer_len must be >= 1",
