@@ -8,6 +8,7 @@ verbs (nlptool/app.py) drive it through `Task` below.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -60,6 +61,35 @@ class Task(Protocol):
     def eval_batch(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict: ...
 
     def end_eval(self) -> dict[str, float]: ...
+
+
+class TaskBase:
+    """What the tasks share: the loss term, the raw splits, and the predictions.jsonl sink."""
+
+    terms = ("task",)
+    perplexity_term = None
+    greater_is_better = True
+
+    def __init__(self, cfg) -> None:
+        self.cfg = cfg
+        self.labels: list[str] = []
+        self.raw: dict[str, datasets.Dataset] = {}
+        self._sink = None
+        self._split = "valid"
+
+    def open_predictions(self, path: Path | None, split: str) -> None:
+        """Start an evaluation of `split`; predictions go to `path` (JSON lines) when given."""
+        self._split = split
+        self._sink = open(path, "w", encoding="utf-8") if path else None  # noqa: SIM115
+
+    def write_prediction(self, record: dict[str, Any]) -> None:
+        if self._sink is not None:
+            self._sink.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    def close_predictions(self) -> None:
+        if self._sink is not None:
+            self._sink.close()
+            self._sink = None
 
 
 SPLIT_KEYS = {"train": "task.train_file", "valid": "task.valid_file", "test": "task.test_file"}

@@ -7,7 +7,6 @@ first token through a linear head; cross-entropy, or mean squared error for a sc
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from nlptool.errors import UserError
 from nlptool.models.bert import BertForSequenceClassification
 from nlptool.models.config import ModelConfig
 from nlptool.objectives.base import LossTerm
-from nlptool.tasks.base import TaskExamples, read_columns
+from nlptool.tasks.base import TaskBase, TaskExamples, read_columns
 from nlptool.tasks.metrics import ClassificationMetrics, RegressionMetrics
 
 
@@ -35,20 +34,14 @@ def truncate_pair(a: list[int], b: list[int], budget: int) -> tuple[list[int], l
     return a, b
 
 
-class SequenceClassificationTask:
-    terms = ("task",)
-    perplexity_term = None
-
+class SequenceClassificationTask(TaskBase):
     def __init__(self, cfg) -> None:
-        self.cfg = cfg
+        super().__init__(cfg)
         self.regression = cfg.kind == "regression"
         self.pair = cfg.text_pair_column is not None
-        self.labels: list[str] = list(cfg.labels) if cfg.labels else []
+        self.labels = list(cfg.labels) if cfg.labels else []
         self.main_metric = "pearson" if self.regression else "accuracy"
-        self.greater_is_better = True
-        self.raw: dict[str, datasets.Dataset] = {}
         self._metrics: Any = None
-        self._sink = None
 
     def set_tokenizer(self, tokenizer: TextTokenizer) -> None:
         self.tokenizer = tokenizer
@@ -164,8 +157,7 @@ class SequenceClassificationTask:
                 name = self.cfg.positive_label or self.labels[-1]
                 positive = self.labels.index(name) if name in self.labels else len(self.labels) - 1
             self._metrics = ClassificationMetrics(len(self.labels), positive_label=positive)
-        self._split = split
-        self._sink = open(predictions_path, "w") if predictions_path else None  # noqa: SIM115
+        self.open_predictions(predictions_path, split)
 
     def eval_batch(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, LossTerm]:
         term, outputs = self._forward(model, batch)
@@ -194,11 +186,9 @@ class SequenceClassificationTask:
                             label: round(float(p), 6) for label, p in zip(self.labels, probs[row])
                         },
                     )
-                self._sink.write(json.dumps(out, ensure_ascii=False) + "\n")
+                self.write_prediction(out)
         return {"task": term}
 
     def end_eval(self) -> dict[str, float]:
-        if self._sink is not None:
-            self._sink.close()
-            self._sink = None
+        self.close_predictions()
         return self._metrics.compute()

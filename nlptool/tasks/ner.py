@@ -13,7 +13,6 @@ BERT. At evaluation the first subword's prediction is the word's, and the word-l
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from nlptool.errors import UserError
 from nlptool.models.bert import BertForTokenClassification
 from nlptool.models.config import ModelConfig
 from nlptool.objectives.base import LossTerm
-from nlptool.tasks.base import SPLIT_KEYS, TaskExamples, split_path
+from nlptool.tasks.base import SPLIT_KEYS, TaskBase, TaskExamples, split_path
 from nlptool.tasks.metrics import EntityMetrics, detect_scheme, get_entities
 from nlptool.training.logging import console
 
@@ -101,21 +100,15 @@ def join_words(words: list[str]) -> str:
     return text
 
 
-class TokenClassificationTask:
-    terms = ("task",)
-    perplexity_term = None
+class TokenClassificationTask(TaskBase):
     main_metric = "f1"
-    greater_is_better = True
 
     def __init__(self, cfg) -> None:
-        self.cfg = cfg
-        self.labels: list[str] = []
+        super().__init__(cfg)
         self.scheme = ""
         if cfg.labels:
             self._fix_labels(list(cfg.labels), "task.labels")
-        self.raw: dict[str, datasets.Dataset] = {}
         self._metrics: EntityMetrics | None = None
-        self._sink = None
 
     def set_tokenizer(self, tokenizer: TextTokenizer) -> None:
         self.tokenizer = tokenizer
@@ -250,8 +243,7 @@ class TokenClassificationTask:
 
     def start_eval(self, predictions_path: Path | None = None, split: str = "valid") -> None:
         self._metrics = EntityMetrics(self.scheme)
-        self._split = split
-        self._sink = open(predictions_path, "w") if predictions_path else None  # noqa: SIM115
+        self.open_predictions(predictions_path, split)
 
     def eval_batch(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, LossTerm]:
         term, predicted = self._forward(model, batch)
@@ -276,7 +268,7 @@ class TokenClassificationTask:
                     "entities": self._entities(words, pred),
                     "gold_entities": self._entities(words, gold),
                 }
-                self._sink.write(json.dumps(out, ensure_ascii=False) + "\n")
+                self.write_prediction(out)
         return {"task": term}
 
     def _entities(self, words: list[str], tags: list[str]) -> list[dict[str, Any]]:
@@ -288,7 +280,5 @@ class TokenClassificationTask:
         ]
 
     def end_eval(self) -> dict[str, float]:
-        if self._sink is not None:
-            self._sink.close()
-            self._sink = None
+        self.close_predictions()
         return self._metrics.compute()

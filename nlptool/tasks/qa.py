@@ -38,7 +38,7 @@ from nlptool.errors import UserError
 from nlptool.models.bert import BertForQuestionAnswering
 from nlptool.models.config import ModelConfig
 from nlptool.objectives.base import LossTerm
-from nlptool.tasks.base import TaskExamples, split_path
+from nlptool.tasks.base import TaskBase, TaskExamples, split_path
 from nlptool.tasks.metrics import SquadMetrics
 
 NOT_CONTEXT = -1  # char_start / char_end of a token outside the context ([CLS], question, [SEP])
@@ -150,18 +150,12 @@ def span_text(context: str, char_start: int, char_end: int) -> str:
 # -- the task -----------------------------------------------------------------------------------
 
 
-class QuestionAnsweringTask:
-    terms = ("task",)
-    perplexity_term = None
+class QuestionAnsweringTask(TaskBase):
     main_metric = "f1"
-    greater_is_better = True
 
     def __init__(self, cfg) -> None:
-        self.cfg = cfg
-        self.labels: list[str] = []  # spans, not labels
-        self.raw: dict[str, datasets.Dataset] = {}
+        super().__init__(cfg)  # labels stay empty: the answers are spans
         self._best: dict[int, tuple[float, int, int]] = {}  # example -> (score, char span)
-        self._sink = None
 
     def set_tokenizer(self, tokenizer: TextTokenizer) -> None:
         self.tokenizer = tokenizer
@@ -316,9 +310,8 @@ class QuestionAnsweringTask:
     # -- evaluation -----------------------------------------------------------------------
 
     def start_eval(self, predictions_path: Path | None = None, split: str = "valid") -> None:
-        self._split = split
         self._best = {}
-        self._sink = open(predictions_path, "w") if predictions_path else None  # noqa: SIM115
+        self.open_predictions(predictions_path, split)
 
     def eval_batch(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, LossTerm]:
         term, start, end = self._forward(model, batch)
@@ -360,11 +353,9 @@ class QuestionAnsweringTask:
                         "prediction": text,
                         "score": round(score, 4) if math.isfinite(score) else None,
                     }
-                    self._sink.write(json.dumps(record, ensure_ascii=False) + "\n")
+                    self.write_prediction(record)
             if preds:
                 metrics.update(preds, golds)
-        if self._sink is not None:
-            self._sink.close()
-            self._sink = None
+        self.close_predictions()
         self._best = {}
         return metrics.compute()

@@ -10,7 +10,6 @@ smoothing; evaluation decodes with beam search (task.beam_size, 1 = greedy) over
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from nlptool.models import build_model
 from nlptool.models.config import ModelConfig
 from nlptool.models.decoding import beam_search, greedy_decode
 from nlptool.objectives.base import LossTerm
-from nlptool.tasks.base import SPLIT_KEYS, TaskExamples, read_columns
+from nlptool.tasks.base import SPLIT_KEYS, TaskBase, TaskExamples, read_columns
 from nlptool.tasks.metrics import BleuMetrics
 
 
@@ -39,17 +38,8 @@ def _read_lines(path: Path) -> list[str]:
     return [line.strip() for _, line in iter_lines(path)]
 
 
-class TranslationTask:
-    terms = ("task",)
-    perplexity_term = None
+class TranslationTask(TaskBase):
     main_metric = "bleu"
-    greater_is_better = True
-
-    def __init__(self, cfg) -> None:
-        self.cfg = cfg
-        self.labels: list[str] = []
-        self.raw: dict[str, datasets.Dataset] = {}
-        self._sink = None
 
     # -- reading --------------------------------------------------------------------------
 
@@ -179,8 +169,7 @@ class TranslationTask:
 
     def start_eval(self, predictions_path: Path | None = None, split: str = "valid") -> None:
         self._metrics = BleuMetrics()
-        self._split = split
-        self._sink = open(predictions_path, "w") if predictions_path else None  # noqa: SIM115
+        self.open_predictions(predictions_path, split)
 
     def decode(self, model: nn.Module, input_ids: torch.Tensor, mask: torch.Tensor) -> list[str]:
         """Translations of a padded batch of sources."""
@@ -207,11 +196,9 @@ class TranslationTask:
                 record: dict[str, Any] = {
                     "source": source, "reference": reference, "prediction": hypothesis,
                 }  # fmt: skip
-                self._sink.write(json.dumps(record, ensure_ascii=False) + "\n")
+                self.write_prediction(record)
         return terms
 
     def end_eval(self) -> dict[str, float]:
-        if self._sink is not None:
-            self._sink.close()
-            self._sink = None
+        self.close_predictions()
         return self._metrics.compute()
