@@ -16,22 +16,7 @@ import torch
 from torch import nn
 
 from nlptool.models.config import ModelConfig
-from nlptool.models.layers import MLP, SelfAttention, init_weights, sdpa_mask
-
-
-class GPTBlock(nn.Module):
-    """Pre-LN block: x = x + attn(LN(x)); x = x + mlp(LN(x))."""
-
-    def __init__(self, cfg: ModelConfig) -> None:
-        super().__init__()
-        self.attn_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
-        self.attn = SelfAttention(cfg, causal=True)
-        self.mlp_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
-        self.mlp = MLP(cfg)
-
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.attn(self.attn_norm(x), attn_mask)
-        return x + self.mlp(self.mlp_norm(x))
+from nlptool.models.layers import PreLNBlock, init_weights, sdpa_mask
 
 
 class GPTForCausalLM(nn.Module):
@@ -48,7 +33,7 @@ class GPTForCausalLM(nn.Module):
         self.token_embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
         self.position_embeddings = nn.Embedding(cfg.max_seq_len, cfg.hidden_size)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.layers = nn.ModuleList(GPTBlock(cfg) for _ in range(cfg.num_layers))
+        self.layers = nn.ModuleList(PreLNBlock(cfg, causal=True) for _ in range(cfg.num_layers))
         self.final_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
 
