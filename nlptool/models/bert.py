@@ -162,9 +162,8 @@ class BertForPreTraining(nn.Module):
         return self.nsp_head(pooled)
 
 
-class BertForSequenceClassification(nn.Module):
-    """BERT with a classification (or regression, num_labels=1) head on the pooled first token,
-    as HF's `BertForSequenceClassification`: dropout, then a linear layer."""
+class _BertWithClassifier(nn.Module):
+    """The encoder plus dropout and a linear classifier, as HF's task models have them."""
 
     def __init__(self, cfg: ModelConfig, num_labels: int) -> None:
         super().__init__()
@@ -174,6 +173,11 @@ class BertForSequenceClassification(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         self.classifier = nn.Linear(cfg.hidden_size, num_labels)
         self.classifier.apply(partial(init_weights, std=cfg.initializer_range))
+
+
+class BertForSequenceClassification(_BertWithClassifier):
+    """BERT with a classification (or regression, num_labels=1) head on the pooled first token,
+    as HF's `BertForSequenceClassification`: dropout, then a linear layer."""
 
     def forward(
         self,
@@ -186,17 +190,8 @@ class BertForSequenceClassification(nn.Module):
         return self.classifier(self.dropout(self.bert.pool(hidden)))
 
 
-class BertForTokenClassification(nn.Module):
+class BertForTokenClassification(_BertWithClassifier):
     """BERT with a per-token classification head (NER), as HF's `BertForTokenClassification`."""
-
-    def __init__(self, cfg: ModelConfig, num_labels: int) -> None:
-        super().__init__()
-        _check_vocab(cfg)
-        self.cfg = cfg
-        self.bert = BertModel(cfg)
-        self.dropout = nn.Dropout(cfg.dropout)
-        self.classifier = nn.Linear(cfg.hidden_size, num_labels)
-        self.classifier.apply(partial(init_weights, std=cfg.initializer_range))
 
     def forward(
         self,
