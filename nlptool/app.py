@@ -154,8 +154,7 @@ def find_resume(resume: str, run_dir: Path) -> Path | None:
     if resume == "never":
         return None
     if resume == "auto":
-        found = ckpt.find_latest(run_dir / "checkpoints")
-        return found
+        return ckpt.find_latest(run_dir / "checkpoints")
     return ckpt.resolve_checkpoint(resume, "resume")
 
 
@@ -280,6 +279,15 @@ def train_from_config(cfg_dict: DictConfig, init: Path | None = None) -> dict[st
     return history
 
 
+def with_checkpoint_model(cfg_dict: DictConfig, saved: DictConfig) -> DictConfig:
+    """A copy of the config whose model and tokenizer are the checkpoint's (the architecture and
+    vocabulary are fixed by the weights); everything else stays as composed."""
+    cfg_dict = cfg_dict.copy()
+    cfg_dict.model = OmegaConf.merge(cfg_dict.model, saved.model)
+    cfg_dict.tokenizer = OmegaConf.merge(cfg_dict.tokenizer, saved.tokenizer)
+    return cfg_dict
+
+
 def pretrain(cfg_dict: DictConfig) -> dict[str, Any]:
     return train_from_config(cfg_dict)
 
@@ -290,10 +298,7 @@ def finetune(cfg_dict: DictConfig) -> dict[str, Any]:
     init = ckpt.resolve_checkpoint(cfg_dict.init, "init") if cfg_dict.get("init") else None
     if init is not None:
         saved = OmegaConf.create(ckpt.read_checkpoint(init).config_yaml)
-        # The architecture and tokenizer come from the checkpoint; the rest from the command line.
-        cfg_dict = cfg_dict.copy()
-        cfg_dict.model = OmegaConf.merge(cfg_dict.model, saved.model)
-        cfg_dict.tokenizer = OmegaConf.merge(cfg_dict.tokenizer, saved.tokenizer)
+        cfg_dict = with_checkpoint_model(cfg_dict, saved)
     if cfg_dict.get("task") is not None:
         return train_task(cfg_dict, init)
     return train_from_config(cfg_dict, init=init)
@@ -415,9 +420,7 @@ def evaluate(cfg_dict: DictConfig) -> dict[str, Any]:
         return evaluate_task(cfg_dict, path, saved, touched)
     if cfg_dict.split not in ("valid", "train"):
         raise UserError(f"split={cfg_dict.split!r}: expected valid or train")
-    cfg_dict = cfg_dict.copy()
-    cfg_dict.model = OmegaConf.merge(cfg_dict.model, saved.model)
-    cfg_dict.tokenizer = OmegaConf.merge(cfg_dict.tokenizer, saved.tokenizer)
+    cfg_dict = with_checkpoint_model(cfg_dict, saved)
     for section in ("data", "objective"):  # the checkpoint's, unless given on the command line
         if section not in touched:
             cfg_dict[section] = OmegaConf.merge(cfg_dict[section], saved[section])
@@ -459,9 +462,7 @@ def evaluate_task(cfg_dict: DictConfig, path: Path, saved: DictConfig, touched: 
     split = cfg_dict.split
     if split not in ("valid", "test", "train"):
         raise UserError(f"split={split!r}: expected valid, test or train")
-    cfg_dict = cfg_dict.copy()
-    cfg_dict.model = OmegaConf.merge(cfg_dict.model, saved.model)
-    cfg_dict.tokenizer = OmegaConf.merge(cfg_dict.tokenizer, saved.tokenizer)
+    cfg_dict = with_checkpoint_model(cfg_dict, saved)
     # The task as trained (its labels above all), with the task.* keys given on the command line.
     task_cfg = saved.task.copy()
     if cfg_dict.get("task") is not None:
