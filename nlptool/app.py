@@ -288,6 +288,53 @@ def with_checkpoint_model(cfg_dict: DictConfig, saved: DictConfig) -> DictConfig
     return cfg_dict
 
 
+def model_source(cfg_dict: DictConfig, key: str) -> Path:
+    """`init=` / `checkpoint=`: an nlptool checkpoint, a Hugging Face model folder or hf:<name>
+    (imported into the cache once)."""
+    from nlptool.interop.convert import resolve_model_source
+
+    cache = cfg_dict.data.get("cache_dir")
+    cache_dir = Path(cache).expanduser() if cache else nlptool_cache_dir()
+    return resolve_model_source(cfg_dict[key], key, cache_dir)
+
+
+def convert(cfg_dict: DictConfig) -> Path:
+    """nlptool convert: import a Hugging Face model (to=nlptool) or export a checkpoint (to=hf)."""
+    from nlptool.config import ConvertConfig
+    from nlptool.interop import convert as interop
+
+    try:
+        cfg: ConvertConfig = OmegaConf.to_object(cfg_dict)  # type: ignore[assignment]
+        cfg.validate()
+    except ValueError as err:
+        raise UserError(f"Invalid config: {err}") from None
+    out = Path(cfg.out).expanduser()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not cfg.overwrite:
+        raise UserError(f"out={out}: exists and is not an empty folder (add overwrite=true)")
+    if cfg.to == "nlptool":
+        src = str(cfg.src)
+        folder = interop.download_hf(src[3:], "src") if src.startswith("hf:") else Path(src)
+        if not interop.is_hf_folder(folder):
+            raise UserError(
+                f"src={cfg.src}: not a Hugging Face model folder (no config.json)"
+                + (
+                    " but an nlptool checkpoint already"
+                    if (folder / ckpt.MANIFEST).exists()
+                    else ""
+                )
+            )
+        report = interop.import_hf(folder, out)
+        fresh = f"; new, untrained: {', '.join(report.fresh)}" if report.fresh else ""
+        console.print(f"Imported {folder} ({report.architecture}) -> {out}{fresh}")
+        return out
+    source = model_source(OmegaConf.create({"src": cfg.src, "data": {}}), "src")
+    report = interop.export_hf(source, out, overwrite=cfg.overwrite)
+    console.print(
+        f"Exported {source} as {report.architecture} -> {out} ({', '.join(report.files)})"
+    )
+    return out
+
+
 def pretrain(cfg_dict: DictConfig) -> dict[str, Any]:
     return train_from_config(cfg_dict)
 
@@ -295,7 +342,7 @@ def pretrain(cfg_dict: DictConfig) -> dict[str, Any]:
 def finetune(cfg_dict: DictConfig) -> dict[str, Any]:
     """Fine-tune on a downstream task (`task=...`), from `init` or from scratch; without a task,
     continue training `init` on new text with its objective (domain-adaptive pretraining)."""
-    init = ckpt.resolve_checkpoint(cfg_dict.init, "init") if cfg_dict.get("init") else None
+    init = model_source(cfg_dict, "init") if cfg_dict.get("init") else None
     if init is not None:
         saved = OmegaConf.create(ckpt.read_checkpoint(init).config_yaml)
         cfg_dict = with_checkpoint_model(cfg_dict, saved)
@@ -413,7 +460,7 @@ def evaluate(cfg_dict: DictConfig) -> dict[str, Any]:
     """Evaluate a checkpoint with its objective on validation (or training) data -> eval.json."""
     if not cfg_dict.get("checkpoint"):
         raise UserError("nlptool eval needs checkpoint=<checkpoint folder or run directory>")
-    path = ckpt.resolve_checkpoint(cfg_dict.checkpoint, "checkpoint")
+    path = model_source(cfg_dict, "checkpoint")
     saved = OmegaConf.create(ckpt.read_checkpoint(path).config_yaml)
     touched = overridden_sections()
     if saved.get("task") is not None or cfg_dict.get("task") is not None:

@@ -13,6 +13,7 @@ VERBS = {
     "pretrain": "Pretrain a model from scratch (BERT with mlm / mlm_nsp, GPT with clm).",
     "finetune": "Continue training from a checkpoint (init=PATH) on new data.",
     "eval": "Evaluate a checkpoint (checkpoint=PATH) on validation data; writes eval.json.",
+    "convert": "Convert between Hugging Face and nlptool (src=PATH out=PATH to=nlptool|hf).",
 }
 
 USAGE = """usage: nlptool <verb> [key=value ...] [--cfg job] [-m] [--help]
@@ -50,9 +51,14 @@ def _print_error(message: str) -> None:
 
 
 def _schema(verb: str) -> Any:
-    from nlptool.config import EvalConfig, FinetuneConfig, PretrainConfig
+    from nlptool.config import ConvertConfig, EvalConfig, FinetuneConfig, PretrainConfig
 
-    return {"pretrain": PretrainConfig, "finetune": FinetuneConfig, "eval": EvalConfig}[verb]
+    return {
+        "pretrain": PretrainConfig,
+        "finetune": FinetuneConfig,
+        "eval": EvalConfig,
+        "convert": ConvertConfig,
+    }[verb]
 
 
 def check_override_keys(verb: str, args: list[str]) -> str | None:
@@ -71,7 +77,7 @@ def check_override_keys(verb: str, args: list[str]) -> str | None:
         key, value = arg.lstrip("+").split("=", 1)
         if key.startswith("hydra") or key.startswith("/"):
             continue
-        if key in groups and "," not in value and value not in ("null", ""):
+        if key in groups and verb != "convert" and "," not in value and value not in ("null", ""):
             options = sorted(p.stem for p in groups[key].glob("*.yaml"))
             if value not in options:
                 close = difflib.get_close_matches(value, options, n=1)
@@ -150,7 +156,12 @@ def _run_verb(verb: str, args: list[str]) -> None:
         _print_error(message)
         sys.exit(2)
     register_configs()
-    task = {"pretrain": app.pretrain, "finetune": app.finetune, "eval": app.evaluate}[verb]
+    task = {
+        "pretrain": app.pretrain,
+        "finetune": app.finetune,
+        "eval": app.evaluate,
+        "convert": app.convert,
+    }[verb]
 
     def run(cfg) -> None:
         try:

@@ -361,12 +361,32 @@ class EvalConfig(PretrainConfig):
     """The downstream task; null: the checkpoint's own (or its pretraining objective)."""
 
 
+@dataclass
+class ConvertConfig:
+    """`nlptool convert`: a Hugging Face model folder <-> an nlptool checkpoint."""
+
+    src: str | None = None
+    """What to convert: a Hugging Face folder, hf:<hub name>, or an nlptool checkpoint."""
+    out: str | None = None
+    """The folder to write (created; must not exist unless overwrite=true)."""
+    to: str = "nlptool"
+    """nlptool (import a Hugging Face model) or hf (export an nlptool checkpoint)."""
+    overwrite: bool = False
+    """Replace an existing non-empty `out` folder."""
+
+    def validate(self) -> None:
+        _check(self.to in ("nlptool", "hf"), f"to={self.to!r}: expected nlptool or hf")
+        _check(bool(self.src), "nlptool convert needs src=<model folder, hf:<name> or checkpoint>")
+        _check(bool(self.out), "nlptool convert needs out=<folder to write>")
+
+
 def register_configs() -> None:
     """Put the schemas in Hydra's ConfigStore, under the names the verb YAMLs list first."""
     store = ConfigStore.instance()
     store.store(name="pretrain_schema", node=PretrainConfig)
     store.store(name="finetune_schema", node=FinetuneConfig)
     store.store(name="eval_schema", node=EvalConfig)
+    store.store(name="convert_schema", node=ConvertConfig)
 
 
 def check_config(cfg: DictConfig) -> Any:

@@ -52,7 +52,7 @@ def valid_losses(records: list[dict]) -> dict[int, float]:
 
 def test_help_lists_the_verbs(tmp_path):
     out = nlptool("--help", cwd=tmp_path).stdout
-    for verb in ("pretrain", "finetune", "eval"):
+    for verb in ("pretrain", "finetune", "eval", "convert"):
         assert verb in out
 
 

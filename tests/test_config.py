@@ -118,3 +118,18 @@ def test_translation_presets_choose_their_model_and_tokenizer():
 def test_task_with_a_decoder_is_refused():
     with pytest.raises(UserError, match="needs an encoder"):
         check_config(compose_cfg("finetune", ["task=sst2", "model=gpt-tiny"]))
+
+
+def test_convert_config_composes_and_validates():
+    from nlptool.config import ConvertConfig
+
+    cfg = compose_cfg("convert", ["src=a", "out=b", "to=hf"])
+    typed = OmegaConf.to_object(cfg)
+    assert isinstance(typed, ConvertConfig) and (typed.src, typed.out, typed.to) == ("a", "b", "hf")
+    typed.validate()
+    for bad, message in (
+        (["out=b"], "needs src"),
+        (["src=a", "out=b", "to=onnx"], "nlptool or hf"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            OmegaConf.to_object(compose_cfg("convert", bad)).validate()

@@ -127,6 +127,9 @@ def _bert_rules(num_layers: int) -> list[_Rule]:
     rules.append(_Rule("mlm_head.decoder.weight", ("cls.predictions.decoder.weight",)))
     rules.append(_Rule("mlm_head.bias", ("cls.predictions.bias",)))
     rules += _linear("nsp_head", "cls.seq_relationship")
+    # the task heads have the same names on both sides
+    rules += _linear("classifier", "classifier")
+    rules += _linear("qa_outputs", "qa_outputs")
     return rules
 
 
@@ -134,7 +137,8 @@ _BERT_WORDS = "bert.embeddings.word_embeddings.weight"
 
 
 def bert_from_hf(hf_state_dict: Mapping[str, torch.Tensor]) -> StateDict:
-    """HF `BertForPreTraining` (or `BertModel`) state dict -> nlptool `BertForPreTraining` one.
+    """HF `BertForPreTraining` (or `BertModel`, `BertForMaskedLM`, `BertFor...Classification`,
+    `BertForQuestionAnswering`) state dict -> the nlptool model of the same heads.
 
     Also accepted: keys without the `bert.` prefix (a `BertModel` checkpoint), the old
     `LayerNorm.gamma`/`beta` names, and no `cls.predictions.decoder.weight` (tied, not saved). A
@@ -148,7 +152,7 @@ def bert_from_hf(hf_state_dict: Mapping[str, torch.Tensor]) -> StateDict:
             continue  # buffers, not weights
         key = re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", key)
         key = re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", key)
-        if not has_prefix and not key.startswith("cls."):
+        if not has_prefix and not key.startswith(("cls.", "classifier.", "qa_outputs.")):
             key = f"bert.{key}"
         sd[key] = tensor
     # HF ties the decoder's bias to `cls.predictions.bias` and may omit the tied decoder weight.
@@ -162,7 +166,7 @@ def bert_from_hf(hf_state_dict: Mapping[str, torch.Tensor]) -> StateDict:
 
 
 def bert_to_hf(our_state_dict: Mapping[str, torch.Tensor]) -> StateDict:
-    """nlptool `BertForPreTraining` state dict -> HF `BertForPreTraining` one (tied keys included)."""
+    """nlptool BERT state dict (pretraining or task heads) -> the HF one (tied keys included)."""
     sd = dict(our_state_dict)
     if "mlm_head.bias" in sd and _BERT_WORDS in sd:
         sd.setdefault("mlm_head.decoder.weight", sd[_BERT_WORDS])

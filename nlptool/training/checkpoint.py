@@ -86,32 +86,59 @@ def save_checkpoint(
 ) -> Path:
     """Write `step-<step>` atomically, point `last` at it, prune old ones. Returns its path."""
     checkpoints_dir.mkdir(parents=True, exist_ok=True)
-    final = checkpoints_dir / f"step-{step}"
-    tmp = checkpoints_dir / f".tmp-step-{step}-{os.getpid()}"
+    final = write_checkpoint_folder(
+        checkpoints_dir / f"step-{step}",
+        model=model,
+        config_yaml=config_yaml,
+        tokenizer=tokenizer,
+        trainer_state=trainer_state,
+        training_state=training_state,
+    )
+    point_link(checkpoints_dir / "last", final.name)
+    _fsync_dir(checkpoints_dir)
+    prune(checkpoints_dir, keep_last)
+    return final
+
+
+def write_checkpoint_folder(
+    final: Path,
+    *,
+    model: torch.nn.Module,
+    config_yaml: str,
+    tokenizer,
+    trainer_state: dict[str, Any],
+    training_state: dict[str, Any] | None = None,
+) -> Path:
+    """Write one checkpoint folder atomically: into a hidden sibling, fsynced, then renamed to
+    `final` (replacing an older folder of that name). Without a training state it is a
+    weights-only checkpoint (an import), good for init= and eval but not for resuming."""
+    parent = final.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = parent / f".tmp-{final.name}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
     save_model(model, str(tmp / WEIGHTS))
     (tmp / CONFIG).write_text(config_yaml)
     tokenizer.save(tmp / TOKENIZER)
-    torch.save(training_state, tmp / TRAINING_STATE)
+    if training_state is not None:
+        torch.save(training_state, tmp / TRAINING_STATE)
     (tmp / TRAINER_STATE).write_text(json.dumps(trainer_state, indent=2, sort_keys=True))
     files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}
+    step = int(trainer_state.get("step", 0))
     (tmp / MANIFEST).write_text(json.dumps({"step": step, "files": files}, indent=2))
     for path in tmp.iterdir():
         with open(path, "rb") as fh:
             os.fsync(fh.fileno())
     _fsync_dir(tmp)
     if final.exists():  # the same step saved again (after a resume): swap the old one out
-        old = checkpoints_dir / f".old-step-{step}-{os.getpid()}"
+        old = parent / f".old-{final.name}-{os.getpid()}"
         os.replace(final, old)
         os.replace(tmp, final)
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, final)
-    point_link(checkpoints_dir / "last", final.name)
-    _fsync_dir(checkpoints_dir)
-    prune(checkpoints_dir, keep_last)
+    _fsync_dir(parent)
     return final
 
 

@@ -1,0 +1,629 @@
+"""Hugging Face model folders <-> nlptool checkpoints.
+
+- **Import** (`import_hf`): a folder as `save_pretrained` writes it (`config.json`; weights in
+  `model.safetensors` or `pytorch_model.bin`, sharded or not; a tokenizer as `tokenizer.json`,
+  `vocab.txt` or `vocab.json` + `merges.txt`) of a BERT or GPT-2 model becomes an nlptool
+  checkpoint folder: `model.safetensors` in nlptool's names, `config.yaml`, `tokenizer.json`.
+  Heads the source lacks are initialised fresh and listed.
+- **Export** (`export_hf`): an nlptool BERT or GPT checkpoint becomes a folder that
+  `transformers` loads with its Auto classes (the head decides the architecture: pretraining,
+  sequence or token classification, question answering, causal LM), and `AutoTokenizer`, without
+  remote code; safetensors only.
+- `resolve_model_source` lets every `init=` / `checkpoint=` take either format, or
+  `hf:<name>` to fetch a model from the hub (imports are cached by the folder's contents).
+
+The tensor mapping itself is `nlptool.interop.hf`; `transformers` is not needed here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+from nlptool.data.tokenizer import TextTokenizer
+from nlptool.errors import UserError
+from nlptool.interop.hf import (
+    bert_from_hf,
+    bert_to_hf,
+    config_from_hf_bert,
+    config_from_hf_gpt2,
+    gpt2_from_hf,
+    gpt2_to_hf,
+)
+from nlptool.models.bert import (
+    BertForPreTraining,
+    BertForQuestionAnswering,
+    BertForSequenceClassification,
+    BertForTokenClassification,
+)
+from nlptool.models.config import ModelConfig
+from nlptool.models.gpt import GPTForCausalLM
+from nlptool.training import checkpoint as ckpt
+
+# HF architecture -> the task kind of its head (None: a pretraining model or a bare encoder)
+BERT_ARCHITECTURES: dict[str, str | None] = {
+    "BertModel": None,
+    "BertForPreTraining": None,
+    "BertForMaskedLM": None,
+    "BertForNextSentencePrediction": None,
+    "BertForSequenceClassification": "classification",
+    "BertForTokenClassification": "ner",
+    "BertForQuestionAnswering": "qa",
+}
+GPT2_ARCHITECTURES: dict[str, str | None] = {"GPT2Model": None, "GPT2LMHeadModel": None}
+SUPPORTED = {"bert": BERT_ARCHITECTURES, "gpt2": GPT2_ARCHITECTURES}
+# nlptool task kind -> the HF architecture of its head
+EXPORT_ARCHITECTURES = {
+    None: "BertForMaskedLM",  # BertForPreTraining when trained with mlm_nsp
+    "classification": "BertForSequenceClassification",
+    "pair_classification": "BertForSequenceClassification",
+    "regression": "BertForSequenceClassification",
+    "ner": "BertForTokenClassification",
+    "qa": "BertForQuestionAnswering",
+}
+HF_ACTIVATION = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu"}
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+CONVERTED_BY = "nlptool.interop.convert"
+
+
+def _supported_list() -> str:
+    return "; ".join(f"{kind}: {', '.join(archs)}" for kind, archs in SUPPORTED.items())
+
+
+def is_hf_folder(path: Path) -> bool:
+    """A folder with a `config.json` and no nlptool manifest."""
+    return (path / "config.json").is_file() and not (path / ckpt.MANIFEST).is_file()
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path}: not valid JSON (line {err.lineno}: {err.msg})") from None
+    except OSError as err:
+        raise UserError(f"{path}: cannot read it ({err.strerror})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object")
+    return data
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading a Hugging Face folder
+
+
+def read_hf_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """All tensors of the folder's weights: safetensors preferred, then PyTorch pickles (loaded
+    with `weights_only=True`); a sharded checkpoint through its index file."""
+    from safetensors.torch import load_file
+
+    def load(path: Path) -> dict[str, torch.Tensor]:
+        try:
+            if path.name.endswith(".safetensors"):
+                return load_file(str(path))
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # truncated or foreign files raise many kinds of errors
+            raise UserError(f"{path}: cannot read the weights ({err})") from None
+
+    for name in WEIGHT_FILES:
+        if (folder / name).is_file():
+            return load(folder / name)
+        index = folder / f"{name}.index.json"
+        if index.is_file():
+            shards = sorted(set(_read_json(index).get("weight_map", {}).values()))
+            if not shards:
+                raise UserError(f"{index}: its weight_map names no files")
+            tensors: dict[str, torch.Tensor] = {}
+            for shard in shards:
+                tensors.update(load(folder / shard))
+            return tensors
+    raise UserError(
+        f"{folder}: no weights (expected {' or '.join(WEIGHT_FILES)}, or a sharded *.index.json)"
+    )
+
+
+def _token_text(value: Any) -> str | None:
+    """A special token from tokenizer_config.json: a string or an AddedToken dict."""
+    if isinstance(value, dict):
+        return value.get("content")
+    return value if isinstance(value, str) else None
+
+
+def _special_tokens(folder: Path) -> dict[str, Any]:
+    settings: dict[str, Any] = {}
+    for name in ("special_tokens_map.json", "tokenizer_config.json"):
+        if (folder / name).is_file():
+            settings.update(_read_json(folder / name))
+    return settings
+
+
+def hf_tokenizer(folder: Path) -> TextTokenizer:
+    """The folder's tokenizer as a `tokenizers.Tokenizer`: `tokenizer.json` as it is, or built
+    from `vocab.txt` (WordPiece) or `vocab.json` + `merges.txt` (GPT-2 byte-level BPE) with the
+    settings of `tokenizer_config.json`, the way `transformers` converts them."""
+    settings = _special_tokens(folder)
+    if (folder / "tokenizer.json").is_file():
+        return TextTokenizer.load(folder / "tokenizer.json")
+    if (folder / "vocab.txt").is_file():
+        tok = _wordpiece_from_vocab(folder / "vocab.txt", settings)
+    elif (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
+        tok = _bpe_from_vocab(folder / "vocab.json", folder / "merges.txt", settings)
+    else:
+        raise UserError(
+            f"{folder}: no tokenizer (expected tokenizer.json, vocab.txt for WordPiece, or "
+            "vocab.json and merges.txt for GPT-2 BPE)"
+        )
+    return TextTokenizer(tok)
+
+
+def _wordpiece_from_vocab(path: Path, settings: dict[str, Any]) -> Tokenizer:
+    vocab: dict[str, int] = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            token = line.rstrip("\n")
+            if token and token not in vocab:
+                vocab[token] = len(vocab)
+    names = {
+        role: _token_text(settings.get(f"{role}_token")) or default
+        for role, default in (
+            ("unk", "[UNK]"),
+            ("sep", "[SEP]"),
+            ("pad", "[PAD]"),
+            ("cls", "[CLS]"),
+            ("mask", "[MASK]"),
+        )
+    }
+    missing = [name for name in (names["unk"], names["cls"], names["sep"]) if name not in vocab]
+    if missing:
+        raise UserError(
+            f"{path}: the special tokens {', '.join(missing)} are not in the vocabulary"
+        )
+    lowercase = bool(settings.get("do_lower_case", True))
+    strip_accents = settings.get("strip_accents")
+    tok = Tokenizer(models.WordPiece(vocab, unk_token=names["unk"], max_input_chars_per_word=100))
+    tok.normalizer = normalizers.BertNormalizer(
+        clean_text=True,
+        handle_chinese_chars=bool(settings.get("tokenize_chinese_chars", True)),
+        strip_accents=lowercase if strip_accents is None else bool(strip_accents),
+        lowercase=lowercase,
+    )
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece(prefix="##")
+    tok.add_special_tokens([name for name in names.values() if name in vocab])
+    cls, sep = names["cls"], names["sep"]
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{cls}:0 $A:0 {sep}:0",
+        pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
+        special_tokens=[(cls, vocab[cls]), (sep, vocab[sep])],
+    )
+    return tok
+
+
+def _bpe_from_vocab(vocab_path: Path, merges_path: Path, settings: dict[str, Any]) -> Tokenizer:
+    vocab = _read_json(vocab_path)
+    merges = []
+    with open(merges_path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            line = line.rstrip("\n")
+            if not line or (number == 1 and line.startswith("#version")):
+                continue
+            parts = line.split(" ")
+            if len(parts) != 2:
+                raise UserError(f"{merges_path}, line {number}: expected two tokens, got {line!r}")
+            merges.append((parts[0], parts[1]))
+    tok = Tokenizer(models.BPE(vocab, merges, continuing_subword_prefix="", end_of_word_suffix=""))
+    add_prefix_space = bool(settings.get("add_prefix_space", False))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=add_prefix_space)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    specials = {
+        _token_text(settings.get(f"{role}_token")) or "<|endoftext|>"
+        for role in ("bos", "eos", "unk")
+    }
+    pad = _token_text(settings.get("pad_token"))
+    specials |= {pad} if pad else set()
+    tok.add_special_tokens(sorted(token for token in specials if token in vocab))
+    return tok
+
+
+# ---------------------------------------------------------------------------------------------
+# Import
+
+
+@dataclass
+class ImportReport:
+    path: Path
+    architecture: str
+    fresh: list[str] = field(default_factory=list)  # modules initialised fresh (not in source)
+
+
+def _labels(config: dict[str, Any]) -> list[str]:
+    id2label = config.get("id2label") or {}
+    num = int(config.get("num_labels") or len(id2label) or 2)
+    labels = [str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(num)]
+    return labels
+
+
+HEAD_MODULES = ("mlm_head", "nsp_head", "bert.pooler", "classifier", "qa_outputs", "lm_head")
+
+
+def _fresh_modules(missing: list[str]) -> list[str]:
+    """Missing parameter names -> the head modules they belong to (mlm_head, bert.pooler ...)."""
+    return [head for head in HEAD_MODULES if any(k.startswith(head + ".") for k in missing)]
+
+
+def import_hf(src: Path, out: Path) -> ImportReport:
+    """Convert the HF folder `src` into the nlptool checkpoint folder `out` (written atomically)."""
+    src = Path(src).expanduser()
+    if not src.is_dir():
+        raise UserError(f"{src}: no such folder")
+    config = _read_json(src / "config.json")
+    model_type = config.get("model_type")
+    architectures = config.get("architectures") or []
+    if model_type not in SUPPORTED:
+        raise UserError(
+            f"{src}/config.json: model_type {model_type!r} "
+            f"({', '.join(architectures) or 'no architectures'}) is not supported; nlptool "
+            f"imports {_supported_list()}"
+        )
+    known = SUPPORTED[model_type]
+    architecture = architectures[0] if architectures else next(iter(known))
+    if architecture not in known:
+        raise UserError(
+            f"{src}/config.json: architecture {architecture!r} is not supported; nlptool "
+            f"imports {_supported_list()}"
+        )
+    try:
+        model_cfg = (config_from_hf_bert if model_type == "bert" else config_from_hf_gpt2)(config)
+    except ValueError as err:
+        raise UserError(f"{src}/config.json: {err}") from None
+    model_cfg.name = f"hf:{src.resolve().name}"
+    tokenizer = hf_tokenizer(src)
+    if tokenizer.vocab_size > model_cfg.vocab_size:
+        raise UserError(
+            f"{src}: the tokenizer has {tokenizer.vocab_size} tokens but the model's embeddings "
+            f"only {model_cfg.vocab_size} (config.json vocab_size)"
+        )
+    model_cfg.pad_token_id = tokenizer.pad_id
+    kind = known[architecture]
+    labels = _labels(config) if kind == "classification" or kind == "ner" else None
+    if kind == "classification" and config.get("problem_type") == "regression":
+        kind, labels = "regression", None
+    model = build_head_model(model_cfg, kind, labels)
+    state = read_hf_weights(src)
+    try:
+        converted = (bert_from_hf if model_type == "bert" else gpt2_from_hf)(state)
+    except ValueError as err:
+        raise UserError(f"{src}: {err}") from None
+    own = model.state_dict()
+    wrong = [k for k, v in converted.items() if k in own and own[k].shape != v.shape]
+    if wrong:
+        raise UserError(
+            f"{src}: the shapes of {', '.join(wrong[:4])} do not match config.json "
+            f"({tuple(converted[wrong[0]].shape)} against {tuple(own[wrong[0]].shape)})"
+        )
+    missing, unexpected = model.load_state_dict(converted, strict=False)
+    if unexpected:
+        raise UserError(f"{src}: weights that a {architecture} has no place for: {unexpected[:5]}")
+    absent = [k for k in missing if not k.startswith(HEAD_MODULES)]
+    if absent:
+        raise UserError(f"{src}: the weights lack {', '.join(absent[:5])} (an incomplete file?)")
+    fresh = _fresh_modules(list(missing))
+    objective = "clm" if model_cfg.arch == "gpt" else "mlm"
+    if model_cfg.arch == "bert" and "nsp_head" not in fresh and kind is None:
+        objective = "mlm_nsp"
+    full = checkpoint_config(model_cfg, tokenizer, objective, kind, labels, out, init=src)
+    ckpt.write_checkpoint_folder(
+        out,
+        model=model,
+        config_yaml=full,
+        tokenizer=tokenizer,
+        trainer_state={
+            "step": 0,
+            "imported_from": str(src.resolve()),
+            "architecture": architecture,
+            "fresh": fresh,
+        },
+    )
+    return ImportReport(out, architecture, fresh)
+
+
+def load_model(checkpoint: Path) -> torch.nn.Module:
+    """The nlptool model of a checkpoint (the head its config names), weights loaded."""
+    saved = OmegaConf.create(ckpt.read_checkpoint(checkpoint).config_yaml)
+    task = saved.get("task")
+    model_cfg = ModelConfig(**OmegaConf.to_container(saved.model))
+    model = build_head_model(model_cfg, task.kind if task else None, task.labels if task else None)
+    ckpt.load_weights(model, checkpoint)
+    return model
+
+
+def build_head_model(
+    model_cfg: ModelConfig, kind: str | None, labels: list[str] | None
+) -> torch.nn.Module:
+    """A fresh nlptool model with the head of task `kind` (None: the pretraining heads)."""
+    if model_cfg.arch == "gpt":
+        return GPTForCausalLM(model_cfg)
+    if kind in ("classification", "pair_classification"):
+        return BertForSequenceClassification(model_cfg, len(labels or []))
+    if kind == "regression":
+        return BertForSequenceClassification(model_cfg, 1)
+    if kind == "ner":
+        return BertForTokenClassification(model_cfg, len(labels or []))
+    if kind == "qa":
+        return BertForQuestionAnswering(model_cfg)
+    return BertForPreTraining(model_cfg)
+
+
+def checkpoint_config(
+    model_cfg: ModelConfig,
+    tokenizer: TextTokenizer,
+    objective: str,
+    kind: str | None,
+    labels: list[str] | None,
+    out: Path,
+    init: Path | None = None,
+) -> str:
+    """A complete config.yaml (the FinetuneConfig schema) for a checkpoint written at `out`
+    outside a training run (an import)."""
+    from nlptool.config import FinetuneConfig, TaskConfig
+
+    cfg = OmegaConf.structured(FinetuneConfig)
+    cfg.model = OmegaConf.merge(cfg.model, asdict(model_cfg))
+    cfg.tokenizer.kind = "pretrained"
+    cfg.tokenizer.path = str(out.resolve())
+    cfg.tokenizer.vocab_size = tokenizer.vocab_size
+    cfg.tokenizer.lowercase = _lowercases(tokenizer)
+    cfg.objective.name = objective
+    cfg.init = str(Path(init).resolve()) if init is not None else None
+    if kind is not None:
+        task = OmegaConf.structured(TaskConfig)
+        task.name, task.kind, task.labels = kind, kind, labels
+        task.max_seq_len = min(model_cfg.max_seq_len, 384 if kind == "qa" else 128)
+        cfg.task = task
+    return OmegaConf.to_yaml(cfg)
+
+
+def _lowercases(tokenizer: TextTokenizer) -> bool:
+    normalizer = json.loads(tokenizer.tokenizer.to_str()).get("normalizer") or {}
+    found = [normalizer, *normalizer.get("normalizers", [])]
+    return any(n.get("lowercase") or n.get("type") == "Lowercase" for n in found if n)
+
+
+# ---------------------------------------------------------------------------------------------
+# Export
+
+
+@dataclass
+class ExportReport:
+    path: Path
+    architecture: str
+    files: list[str]
+
+
+def export_hf(checkpoint: Path, out: Path, overwrite: bool = False) -> ExportReport:
+    """Write the nlptool checkpoint as a Hugging Face folder at `out` (atomically)."""
+    from safetensors.torch import save_file
+
+    saved = OmegaConf.create(ckpt.read_checkpoint(checkpoint).config_yaml)
+    arch = saved.model.arch
+    if arch not in ("bert", "gpt"):
+        raise UserError(
+            f"{checkpoint}: a {arch} model ({saved.model.name}) has no transformers "
+            "counterpart here; export takes BERT and GPT checkpoints (pretrained or fine-tuned)"
+        )
+    task = saved.get("task")
+    kind = task.kind if task is not None else None
+    if arch == "gpt" and kind is not None:
+        raise UserError(f"{checkpoint}: exporting a GPT with a {kind} head is not supported")
+    if kind == "translation":
+        raise UserError(f"{checkpoint}: translation models cannot be exported")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise UserError(f"out={out}: the folder exists and is not empty (add overwrite=true)")
+    # through the model: tied tensors are saved under one name, the state dict has them all
+    ours = load_model(checkpoint).state_dict()
+    model_cfg = saved.model
+    tokenizer = TextTokenizer.load(checkpoint)
+    if arch == "bert":
+        architecture = EXPORT_ARCHITECTURES[kind]
+        if kind is None and saved.objective.name == "mlm_nsp":
+            architecture = "BertForPreTraining"
+        tensors = bert_to_hf(ours)
+        if architecture == "BertForMaskedLM":  # the NSP head was never trained
+            tensors = {k: v for k, v in tensors.items() if not k.startswith("cls.seq_relationship")}
+        tensors.pop("cls.predictions.decoder.bias", None)  # tied to cls.predictions.bias
+        if model_cfg.tie_word_embeddings:
+            tensors.pop("cls.predictions.decoder.weight", None)
+        if kind in ("ner", "qa"):  # these HF models have no pooler
+            tensors = {k: v for k, v in tensors.items() if not k.startswith("bert.pooler.")}
+        config = _bert_config(
+            model_cfg, architecture, kind, list(task.labels or []) if task else []
+        )
+    else:
+        architecture = "GPT2LMHeadModel"
+        tensors = gpt2_to_hf(ours)
+        if model_cfg.tie_word_embeddings:
+            tensors.pop("lm_head.weight", None)
+        config = _gpt2_config(model_cfg, tokenizer)
+    config["pad_token_id"] = tokenizer.pad_id
+    tmp = out.parent / f".tmp-{out.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file(
+        {k: v.contiguous() for k, v in tensors.items()},
+        str(tmp / "model.safetensors"),
+        metadata={"format": "pt"},
+    )
+    (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    _write_hf_tokenizer(tokenizer, tmp, arch, int(model_cfg.max_seq_len))
+    files = sorted(p.name for p in tmp.iterdir())
+    if out.exists():
+        shutil.rmtree(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, out)
+    return ExportReport(out, architecture, files)
+
+
+def _common_config(model_cfg: Any) -> dict[str, Any]:
+    return {
+        "initializer_range": model_cfg.initializer_range,
+        "tie_word_embeddings": bool(model_cfg.tie_word_embeddings),
+        "vocab_size": model_cfg.vocab_size,
+        "torch_dtype": "float32",
+        "converted_by": CONVERTED_BY,
+    }
+
+
+def _bert_config(model_cfg: Any, architecture: str, kind: str | None, labels: list[str]):
+    config = {
+        "model_type": "bert",
+        "architectures": [architecture],
+        "hidden_size": model_cfg.hidden_size,
+        "num_hidden_layers": model_cfg.num_layers,
+        "num_attention_heads": model_cfg.num_heads,
+        "intermediate_size": model_cfg.intermediate_size or 4 * model_cfg.hidden_size,
+        "hidden_act": HF_ACTIVATION[model_cfg.activation],
+        "hidden_dropout_prob": model_cfg.dropout,
+        "attention_probs_dropout_prob": model_cfg.attention_dropout,
+        "max_position_embeddings": model_cfg.max_seq_len,
+        "type_vocab_size": model_cfg.type_vocab_size,
+        "layer_norm_eps": model_cfg.layer_norm_eps,
+        "position_embedding_type": "absolute",
+        **_common_config(model_cfg),
+    }
+    if kind == "regression":
+        config.update(num_labels=1, problem_type="regression")
+        labels = ["score"]
+    elif kind in ("classification", "pair_classification"):
+        config["problem_type"] = "single_label_classification"
+    if labels:
+        config["id2label"] = {str(i): label for i, label in enumerate(labels)}
+        config["label2id"] = {label: i for i, label in enumerate(labels)}
+    return config
+
+
+def _gpt2_config(model_cfg: Any, tokenizer: TextTokenizer) -> dict[str, Any]:
+    eos = tokenizer.ids["eos"] if tokenizer.ids["eos"] is not None else 0
+    return {
+        "model_type": "gpt2",
+        "architectures": ["GPT2LMHeadModel"],
+        "n_embd": model_cfg.hidden_size,
+        "n_layer": model_cfg.num_layers,
+        "n_head": model_cfg.num_heads,
+        "n_inner": model_cfg.intermediate_size,
+        "n_positions": model_cfg.max_seq_len,
+        "activation_function": HF_ACTIVATION[model_cfg.activation],
+        "resid_pdrop": model_cfg.dropout,
+        "embd_pdrop": model_cfg.dropout,
+        "attn_pdrop": model_cfg.attention_dropout,
+        "layer_norm_epsilon": model_cfg.layer_norm_eps,
+        "bos_token_id": eos,
+        "eos_token_id": eos,
+        **_common_config(model_cfg),
+    }
+
+
+def _write_hf_tokenizer(tokenizer: TextTokenizer, folder: Path, arch: str, max_len: int) -> None:
+    """tokenizer.json as it is, plus a tokenizer_config.json naming the special tokens (and, for
+    WordPiece, the normalizer's settings, which `BertTokenizer` would otherwise reset)."""
+    tokenizer.save(folder / "tokenizer.json")
+    spec = json.loads(tokenizer.tokenizer.to_str())
+    model_type = (spec.get("model") or {}).get("type")
+    vocab = tokenizer.tokenizer.get_vocab(with_added_tokens=True)
+    names = {
+        role: tokenizer.tokenizer.id_to_token(i)
+        for role, i in tokenizer.ids.items()
+        if i is not None
+    }
+    settings: dict[str, Any] = {"model_max_length": max_len, "clean_up_tokenization_spaces": False}
+    if model_type == "WordPiece":
+        normalizer = spec.get("normalizer") or {}
+        settings.update(
+            tokenizer_class="BertTokenizer",
+            do_lower_case=bool(normalizer.get("lowercase", False)),
+            strip_accents=normalizer.get("strip_accents"),
+            tokenize_chinese_chars=bool(normalizer.get("handle_chinese_chars", True)),
+        )
+        roles = ("unk", "cls", "sep", "pad", "mask")
+    elif model_type == "BPE" and arch == "gpt":
+        settings.update(tokenizer_class="GPT2Tokenizer", add_prefix_space=False)
+        eos = names.get("eos")
+        settings.update(bos_token=eos, eos_token=eos, unk_token=eos)
+        roles = ("pad",) if names.get("pad") != eos else ()
+    else:
+        settings["tokenizer_class"] = "PreTrainedTokenizerFast"
+        roles = ("unk", "cls", "sep", "pad", "mask", "eos")
+    for role in roles:
+        if names.get(role) is not None and names[role] in vocab:
+            settings[f"{role}_token"] = names[role]
+    (folder / "tokenizer_config.json").write_text(json.dumps(settings, indent=2) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# init= / checkpoint= take either format
+
+
+def _fingerprint(folder: Path) -> str:
+    digest = hashlib.sha256(str(folder.resolve()).encode())
+    for path in sorted(folder.iterdir()):
+        if path.is_file():
+            stat = path.stat()
+            digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
+
+
+def download_hf(name: str, key: str) -> Path:
+    """`hf:<name>`: the hub's snapshot of the model (needs network, or the local HF cache)."""
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:  # pragma: no cover - a dependency of datasets
+        raise UserError(
+            f"{key}=hf:{name} needs huggingface_hub (pip install huggingface_hub)"
+        ) from None
+    try:
+        return Path(
+            snapshot_download(
+                name,
+                allow_patterns=[
+                    "*.json",
+                    "*.safetensors",
+                    "pytorch_model*.bin",
+                    "vocab.txt",
+                    "merges.txt",
+                ],
+            )
+        )
+    except Exception as err:  # offline, unknown repository, gated model ...
+        raise UserError(
+            f"{key}=hf:{name}: could not fetch it from the Hugging Face hub ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else 'no details'}); without network, download "
+            "the model folder elsewhere and give its path"
+        ) from None
+
+
+def resolve_model_source(value: str, key: str, cache_dir: Path) -> Path:
+    """An nlptool checkpoint for `init=` or `checkpoint=`: an nlptool checkpoint (or run folder)
+    as it is; a Hugging Face folder or `hf:<name>` imported into the cache (once per content)."""
+    from nlptool.training.logging import console
+
+    text = str(value)
+    if text.startswith("hf:"):
+        folder = download_hf(text[3:], key)
+    else:
+        folder = Path(text).expanduser()
+        if not is_hf_folder(folder):
+            return ckpt.resolve_checkpoint(text, key)
+    target = cache_dir / "hf-imports" / _fingerprint(folder)
+    if not ckpt.is_complete(target):
+        report = import_hf(folder, target)
+        fresh = f"; new, untrained: {', '.join(report.fresh)}" if report.fresh else ""
+        console.print(f"Imported {folder} ({report.architecture}) -> {target}{fresh}")
+    return target.resolve()
