@@ -329,6 +329,17 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     result: dict[str, Any] = {"budget": {"pretrain": PRETRAIN, "scale": args.scale}, "rows": []}
     init = args.init.resolve() if args.init else None
+    # A rerun into the same --out keeps the other tasks' rows and a finished pretraining.
+    earlier = (
+        json.loads((out / "results.json").read_text()) if (out / "results.json").is_file() else {}
+    )
+    result["rows"] = [row for row in earlier.get("rows", []) if row["task"] not in tasks]
+    if init is None and "pretrain" in earlier and (out / "pretrain/checkpoints/last").exists():
+        init, result["pretrain"] = (
+            (out / "pretrain/checkpoints/last").resolve(),
+            earlier["pretrain"],
+        )
+        console.print(f"Reusing the pretrained {init}")
     if init is None and any(BUDGET[t].pretrained for t in tasks):
         console.print("[bold]Corpus[/] from the training splits")
         files = build_corpus(data, out / "corpus")
@@ -353,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
             console.print(row)
             result["rows"].append(row)
             (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    order = list(BUDGET)
+    result["rows"].sort(key=lambda row: (order.index(row["task"]), row["init"] != "pretrained"))
     result["minutes"] = (time.perf_counter() - started) / 60
     (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / "results.md").write_text(results_markdown(result["rows"]))

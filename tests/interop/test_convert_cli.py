@@ -71,6 +71,12 @@ def test_a_trained_checkpoint_exports(tmp_path):
 
 TASKS = {
     "classification": ["task.text_column=review", "task.label_column=stars", "task.max_seq_len=32"],
+    "pair_classification": [
+        "task.text_column=review",
+        "task.text_pair_column=summary",
+        "task.label_column=stars",
+        "task.max_seq_len=32",
+    ],
     "regression": ["task.text_column=review", "task.label_column=score", "task.max_seq_len=32"],
     "ner": ["task.max_seq_len=32"],
     "qa": ["task.train_articles=4", "task.max_seq_len=64", "task.doc_stride=16"],
@@ -78,6 +84,11 @@ TASKS = {
 
 
 def write_task_files(tmp_path, kind: str) -> list[str]:
+    if kind == "pair_classification":
+        rows = [(f'{text}","{text.split()[0]}', label) for text, label in sentiment_rows(40, 0)]
+        write_csv(tmp_path / "train.csv", rows, ("review", "summary", "stars"))
+        write_csv(tmp_path / "dev.csv", rows[:10], ("review", "summary", "stars"))
+        return ["task.train_file=train.csv", "task.valid_file=dev.csv"]
     if kind in ("classification", "regression"):
         rows = sentiment_rows(40, 0)
         if kind == "regression":
