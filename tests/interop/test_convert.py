@@ -28,6 +28,7 @@ from nlptool.interop.convert import (
 )
 from nlptool.interop.hf import config_from_hf_bert
 from nlptool.training import checkpoint as ckpt
+from tests.interop.test_hf_mapping import batch as padded_batch
 
 transformers = pytest.importorskip("transformers")
 
@@ -55,18 +56,6 @@ def randomize(model: torch.nn.Module, seed: int = 0) -> None:
     with torch.no_grad():
         for param in model.parameters():
             param.copy_(torch.randn(param.shape, generator=generator) * 0.2)
-
-
-def padded_batch(vocab_size: int):
-    """Right-padded ids (B=3, T=9) with pad id 0, their mask and two segments."""
-    ids = torch.randint(5, vocab_size, (3, 9), generator=torch.Generator().manual_seed(1))
-    mask = torch.ones(3, 9, dtype=torch.long)
-    mask[1, 6:] = 0
-    mask[2, 3:] = 0
-    ids[mask == 0] = 0
-    types = torch.zeros_like(ids)
-    types[:, 4:] = 1
-    return ids, mask, types
 
 
 def close(ours: torch.Tensor, theirs: torch.Tensor, where: torch.Tensor | None = None) -> None:

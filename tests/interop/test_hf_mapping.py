@@ -31,9 +31,9 @@ def randomize(model: torch.nn.Module) -> None:
             param.normal_(0.0, 0.2)
 
 
-def batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-padded ids (B=3, T=9), their attention mask and two segments."""
-    ids = torch.randint(1, VOCAB, (3, 9), generator=torch.Generator().manual_seed(1))
+def batch(vocab_size: int = VOCAB) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded ids (B=3, T=9) with pad id 0, their attention mask and two segments."""
+    ids = torch.randint(1, vocab_size, (3, 9), generator=torch.Generator().manual_seed(1))
     mask = torch.ones(3, 9, dtype=torch.long)
     mask[1, 6:] = 0
     mask[2, 3:] = 0
