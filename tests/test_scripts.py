@@ -38,3 +38,32 @@ def test_compare_hf_runs_a_few_steps(tmp_path, model, objective):
         assert [record["step"] for record in side["valid"]] == [0, 2, 4]
         assert len(side["train_loss"]) == 4
     assert abs(result["final_rel_diff"]) < 0.1  # a few steps from similar inits: close already
+
+
+def test_task_suite_runs_a_tiny_budget(tmp_path):
+    if not (SHARED_DATA / "stsb" / "train.tsv.gz").is_file():
+        pytest.skip("the shared data sets are not in ../shared/data")
+    out = tmp_path / "suite"
+    proc = subprocess.run(
+        [
+            sys.executable, str(REPO / "scripts" / "task_suite.py"),
+            "--data", str(SHARED_DATA), "--out", str(out), "--tasks", "stsb",
+            "--scratch", "stsb", "--scale", "0.002",
+            "data.max_seq_len=32", "trainer.device=cpu",
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((out / "results.json").read_text())
+    assert result["pretrain"]["steps"] == 3
+    rows = {(row["task"], row["init"]): row for row in result["rows"]}
+    assert set(rows) == {("stsb", "pretrained"), ("stsb", "scratch")}
+    for row in rows.values():
+        assert row["metric"] == "pearson" and -1 <= row["valid"] <= 1 and row["steps"] == 2
+    corpus = {path.name for path in (out / "corpus").iterdir()}
+    assert corpus == {"sst2.txt", "chnsenticorp.txt", "stsb.txt", "conll2003.txt", "squad.txt"}
+    assert "| stsb | scratch | pearson" in (out / "results.md").read_text()
