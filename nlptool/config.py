@@ -201,8 +201,20 @@ class TrainerConfig:
     """Batch examples of similar length together (tasks with variable-length inputs)."""
     progress: bool = True
     """Show a live progress bar on a terminal (plain log lines otherwise)."""
+    nonfinite: str = "error"
+    """A step whose loss or gradient norm is NaN or infinite: error (stop with a message, the last
+    checkpoint untouched) or skip (no update; counted and logged)."""
+    max_nonfinite_skips: int = 10
+    """nonfinite=skip: stop after this many non-finite steps in a row."""
+    deterministic: bool = False
+    """Deterministic kernels (torch.use_deterministic_algorithms): identical reruns, slower."""
 
     def validate(self) -> None:
+        _check(
+            self.nonfinite in ("error", "skip"),
+            f"trainer.nonfinite={self.nonfinite!r}: expected error or skip",
+        )
+        _check(self.max_nonfinite_skips >= 1, "trainer.max_nonfinite_skips must be >= 1")
         _check(self.device in DEVICES, f"trainer.device={self.device!r}: expected one of {DEVICES}")
         _check(
             self.precision in PRECISIONS,

@@ -114,10 +114,13 @@ class TrainingProgress:
         self.progress.update(self.task, completed=step)
 
     def log(self, record: dict[str, Any]) -> None:
+        loss = record.get("train/loss")  # absent when every step of the window was skipped
         stats = (
-            f"loss {record['train/loss']:.4f}  lr {record['train/lr']:.2e}  "
+            f"loss {'-' if loss is None else format(loss, '.4f')}  lr {record['train/lr']:.2e}  "
             f"{record['train/tokens_per_s']:,.0f} tok/s"
         )
+        if record.get("train/nonfinite_skips"):
+            stats += f"  {record['train/nonfinite_skips']} skipped"
         self.progress.update(self.task, stats=stats)
         if not self.live:
             done = record["step"] - self.start

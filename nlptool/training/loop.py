@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from nlptool.data.pretraining import StepSampler
+from nlptool.errors import UserError
 from nlptool.objectives.base import Objective
 from nlptool.training import checkpoint as ckpt
 from nlptool.training.logging import MetricsLog, TrainingProgress, console
@@ -41,6 +42,16 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def set_deterministic() -> None:
+    """trainer.deterministic: only deterministic kernels (an error names any op without one)."""
+    import os
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before cuBLAS starts
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
 
 
 def autocast_context(device: torch.device, precision: str):
@@ -101,6 +112,8 @@ class StopRequested:
 class Trainer:
     def __init__(self, cfg, job: TrainingJob, device: torch.device) -> None:
         self.cfg, self.job, self.device = cfg, job, device
+        if getattr(cfg, "deterministic", False):
+            set_deterministic()
         self.model = job.model.to(device)
         self.step_model = torch.compile(self.model) if cfg.compile else self.model
         self.optimizer = build_optimizer(self.model, cfg, device)
@@ -118,6 +131,8 @@ class Trainer:
         self.best: float | None = None
         self.evals_since_best = 0
         self.train_seconds = 0.0
+        self.nonfinite_skips = 0  # steps skipped for a non-finite loss or gradient, in all
+        self.nonfinite_in_a_row = 0
 
     def _track_best(self, metrics: dict[str, Any]) -> bool:
         """Whether these validation metrics are the best so far by the main metric."""
@@ -161,6 +176,7 @@ class Trainer:
         self.best = trainer_state.get("best")
         self.evals_since_best = int(trainer_state.get("evals_since_best", 0))
         self.train_seconds = float(trainer_state.get("train_seconds", 0.0))
+        self.nonfinite_skips = int(trainer_state.get("nonfinite_skips", 0))
 
     def save(self, metrics: dict[str, Any] | None = None) -> Path:
         return ckpt.save_checkpoint(
@@ -181,6 +197,7 @@ class Trainer:
                 "best": self.best,
                 "evals_since_best": self.evals_since_best,
                 "train_seconds": self.train_seconds,
+                "nonfinite_skips": self.nonfinite_skips,
                 "metrics": metrics or {},
                 **self.job.extra_state,
             },
@@ -246,14 +263,42 @@ class Trainer:
         self.scaler.unscale_(self.optimizer)
         max_norm = self.cfg.grad_clip if self.cfg.grad_clip > 0 else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
         out = {f"{t}_loss": sums[t] / max(counts[t], 1) for t in objective.terms}
         out["loss"] = sum(out[f"{t}_loss"] for t in objective.terms)
         out["grad_norm"] = grad_norm
+        # Caught before the optimizer step. With fp16 the grad scaler owns overflowing
+        # gradients (it skips the step and lowers the scale): only the loss is checked then.
+        finite = torch.isfinite(out["loss"])
+        if not self.scaler.is_enabled():
+            finite = finite & torch.isfinite(grad_norm)
+        if bool(finite):
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self._nonfinite(out)
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
         return out
+
+    def _nonfinite(self, out: dict[str, torch.Tensor]) -> None:
+        """A non-finite step: no update; stop (trainer.nonfinite=error) or count and skip."""
+        self.nonfinite_skips += 1
+        self.nonfinite_in_a_row += 1
+        what = f"loss {float(out['loss']):.4g}, gradient norm {float(out['grad_norm']):.4g}"
+        last = ckpt.find_latest(self.checkpoints_dir)
+        kept = f"the last checkpoint ({last}) is untouched" if last else "no checkpoint yet"
+        if self.cfg.nonfinite == "error":
+            raise UserError(
+                f"Non-finite {what} at step {self.step + 1}, caught before the optimizer step; "
+                f"{kept}. Lower trainer.lr, keep trainer.grad_clip on, check the data, or set "
+                "trainer.nonfinite=skip to skip such steps."
+            )
+        if self.nonfinite_in_a_row >= self.cfg.max_nonfinite_skips:
+            raise UserError(
+                f"{self.nonfinite_in_a_row} non-finite steps in a row (the last: {what} at step "
+                f"{self.step + 1}; trainer.max_nonfinite_skips={self.cfg.max_nonfinite_skips}); "
+                f"{kept}. Lower trainer.lr or check the data."
+            )
 
     # -- evaluation -------------------------------------------------------------------------
 
@@ -331,18 +376,28 @@ class Trainer:
                 micro_batches = [next(batches) for _ in range(self.accumulation)]
                 tokens = sum(num_tokens(b) for b in micro_batches)
                 lr = self.scheduler.get_last_lr()[0]
+                skips_before = self.nonfinite_skips
                 out = self.train_step(micro_batches)
                 self.step += 1
                 self.tokens_seen += tokens
                 window["tokens"] += tokens
-                window["steps"] += 1
-                for key, value in out.items():
-                    running[key] = running.get(key, 0.0) + value.detach()
+                if self.nonfinite_skips > skips_before:
+                    bar.note(
+                        f"step {self.step}: non-finite loss or gradient, skipped "
+                        f"({self.nonfinite_skips} so far)"
+                    )
+                else:
+                    self.nonfinite_in_a_row = 0
+                    window["steps"] += 1
+                    for key, value in out.items():
+                        running[key] = running.get(key, 0.0) + value.detach()
                 if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
                     elapsed = time.perf_counter() - window["time"]
                     record = {"step": self.step}
                     for key, value in running.items():
-                        record[f"train/{key}"] = float(value) / window["steps"]
+                        record[f"train/{key}"] = float(value) / max(window["steps"], 1)
+                    if self.nonfinite_skips:
+                        record["train/nonfinite_skips"] = self.nonfinite_skips
                     record["train/lr"] = lr
                     record["train/tokens_per_s"] = window["tokens"] / max(elapsed, 1e-9)
                     record["train/tokens_seen"] = self.tokens_seen

@@ -3,6 +3,7 @@ learning-rate schedule has the documented shape."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import datasets
@@ -125,3 +126,108 @@ def test_schedule_shape(schedule):
         assert lr_factor(100, cfg) == pytest.approx(0.1)
         mid = lr_factor(55, cfg)
         assert mid == pytest.approx(0.1 + 0.9 * 0.5, abs=1e-9)
+
+
+class Poisoned:
+    """The mlm objective, but the loss of the chosen optimizer steps is NaN."""
+
+    def __init__(self, objective, bad_steps: set[int], trainer_ref: list) -> None:
+        self.inner, self.bad_steps, self.trainer_ref = objective, bad_steps, trainer_ref
+        self.terms, self.name = objective.terms, objective.name
+
+    def __getattr__(self, name):  # everything else is the real objective's
+        return getattr(self.inner, name)
+
+    def counts(self, batch):
+        return self.inner.counts(batch)
+
+    def __call__(self, model, batch):
+        terms = self.inner(model, batch)
+        if self.trainer_ref[0].step + 1 in self.bad_steps:
+            for term in terms.values():
+                term.loss_sum = term.loss_sum * float("nan")
+        return terms
+
+
+def poisoned_trainer(tmp_path, bad_steps: set[int], **cfg) -> Trainer:
+    job = mlm_job(tmp_path, dropout=0.0)
+    ref: list = []
+    job.objective = Poisoned(job.objective, bad_steps, ref)
+    trainer = Trainer(trainer_cfg(**cfg), job, torch.device("cpu"))
+    ref.append(trainer)
+    return trainer
+
+
+def test_nonfinite_loss_stops_before_the_update_by_default(tmp_path):
+    from nlptool.errors import UserError
+
+    trainer = poisoned_trainer(tmp_path, {3})
+    run_steps(trainer, 2)
+    before = params(trainer.model)
+    optimizer_steps = trainer.optimizer.state_dict()["state"][0]["step"].item()
+    with pytest.raises(UserError, match=r"Non-finite loss nan.*step 3.*trainer.nonfinite=skip"):
+        run_steps(trainer, 1)
+    after = params(trainer.model)
+    assert all(torch.equal(before[k], after[k]) for k in before)  # nothing was applied
+    assert trainer.optimizer.state_dict()["state"][0]["step"].item() == optimizer_steps
+
+
+def test_nonfinite_skip_counts_logs_and_goes_on(tmp_path):
+    from nlptool.training.logging import MetricsLog
+
+    trainer = poisoned_trainer(tmp_path, {2, 3}, nonfinite="skip", log_every=1, eval_every=0)
+    snapshots = []
+    original = trainer.train_step
+
+    def step_and_snapshot(micro):
+        out = original(micro)
+        snapshots.append(params(trainer.model))
+        return out
+
+    trainer.train_step = step_and_snapshot
+    trainer.fit(MetricsLog(tmp_path / "metrics.jsonl"))
+    # steps 2 and 3 changed nothing; the others did
+    same = [all(torch.equal(a[k], b[k]) for k in a) for a, b in zip(snapshots, snapshots[1:])]
+    assert same == [True, True, False, False, False]
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    records = [r for r in map(json.loads, lines) if "train/lr" in r]
+    assert [r.get("train/nonfinite_skips", 0) for r in records] == [0, 1, 2, 2, 2, 2]
+    # skipped steps stay out of the averages: no NaN is ever logged
+    assert [r["step"] for r in records if "train/loss" in r] == [1, 4, 5, 6]
+    assert all(np.isfinite(r["train/loss"]) for r in records if "train/loss" in r)
+    assert trainer.save().name == "step-6"
+    assert trainer.nonfinite_skips == 2
+
+
+def test_too_many_nonfinite_steps_in_a_row_stop(tmp_path):
+    from nlptool.errors import UserError
+
+    trainer = poisoned_trainer(tmp_path, {2, 3, 4}, nonfinite="skip", max_nonfinite_skips=3)
+    with pytest.raises(UserError, match="3 non-finite steps in a row"):
+        run_steps(trainer, 5)
+    assert trainer.nonfinite_skips == 3
+
+
+def test_nonfinite_gradient_with_a_finite_loss_is_caught(tmp_path):
+    from nlptool.errors import UserError
+
+    trainer = Trainer(trainer_cfg(), mlm_job(tmp_path, dropout=0.0), torch.device("cpu"))
+    weight = trainer.model.bert.embeddings.position_embeddings.weight
+    weight.register_hook(lambda grad: grad * float("inf"))
+    with pytest.raises(UserError, match="gradient norm (nan|inf)"):
+        run_steps(trainer, 1)
+
+
+def test_deterministic_flag_sets_torch_and_reruns_match(tmp_path):
+    try:
+        first = Trainer(
+            trainer_cfg(deterministic=True), mlm_job(tmp_path / "a", 0.1), torch.device("cpu")
+        )
+        assert torch.are_deterministic_algorithms_enabled()
+        losses = run_steps(first, 4)
+        second = Trainer(
+            trainer_cfg(deterministic=True), mlm_job(tmp_path / "b", 0.1), torch.device("cpu")
+        )
+        assert run_steps(second, 4) == losses
+    finally:
+        torch.use_deterministic_algorithms(False)
