@@ -112,7 +112,7 @@ class StopRequested:
 class Trainer:
     def __init__(self, cfg, job: TrainingJob, device: torch.device) -> None:
         self.cfg, self.job, self.device = cfg, job, device
-        if getattr(cfg, "deterministic", False):
+        if cfg.deterministic:
             set_deterministic()
         self.model = job.model.to(device)
         self.step_model = torch.compile(self.model) if cfg.compile else self.model
