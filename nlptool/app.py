@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from nlptool.data.pretraining import (
     nsp_instances,
     pack_blocks,
 )
+from nlptool.data.readers import decoding, describe_replaced
 from nlptool.data.tokenizer import TextTokenizer, get_tokenizer
 from nlptool.errors import UserError
 from nlptool.models import build_model, count_parameters
@@ -58,12 +61,21 @@ def cache_dir_for(cfg) -> Path:
     return Path(cfg.data.cache_dir).expanduser() if cfg.data.cache_dir else nlptool_cache_dir()
 
 
+@contextlib.contextmanager
+def reading(cfg) -> Iterator[None]:
+    """Read files under the data.encoding_errors policy; say afterwards what was replaced."""
+    with decoding(cfg.data.encoding_errors) as replaced:
+        yield
+    if replaced:
+        console.print(f"[yellow]{describe_replaced(replaced)}[/]")
+
+
 def prepare_data(cfg, tokenizer: TextTokenizer | None = None) -> PreparedData:
     """Corpus -> tokenizer (given, cached or trained) -> tokenized documents -> examples."""
     start = time.perf_counter()
     datasets.disable_progress_bars()  # the console status lines say what is happening
     cache_dir = cache_dir_for(cfg)
-    with console.status("Reading the corpus"):
+    with console.status("Reading the corpus"), reading(cfg):
         corpus = load_corpus(cfg.data, cache_dir)
     if tokenizer is None:
         with console.status(f"Preparing the {cfg.tokenizer.kind} tokenizer"):
@@ -358,7 +370,7 @@ def prepare_task(cfg, tokenizer: TextTokenizer | None, splits: tuple[str, ...]):
 
     datasets.disable_progress_bars()
     task = build_task(cfg.task)
-    with console.status(f"Reading {cfg.task.name}"):
+    with console.status(f"Reading {cfg.task.name}"), reading(cfg):
         raw = {split: task.read(split) for split in splits}
     if tokenizer is None:
         texts = list(task.training_texts(raw["train"]))

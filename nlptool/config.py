@@ -94,6 +94,9 @@ class DataConfig:
     """Processes for tokenization (datasets.map); null: one per CPU core, at most 8."""
     cache_dir: str | None = None
     """Where tokenized data and trained tokenizers are cached (default: $NLPTOOL_CACHE or ~/.cache/nlptool)."""
+    encoding_errors: str = "strict"
+    """Bytes that are not UTF-8 in any file read (corpus or task): strict (an error naming the
+    file and line) or replace (U+FFFD, with a count of the lines affected)."""
 
     def validate(self) -> None:
         _check(
@@ -116,6 +119,10 @@ class DataConfig:
             _check(bool(self.name), "data=hf needs data.name, e.g. data.name=wikitext")
         if self.num_proc is not None:
             _check(self.num_proc >= 1, f"data.num_proc={self.num_proc}: must be >= 1")
+        _check(
+            self.encoding_errors in ("strict", "replace"),
+            f"data.encoding_errors={self.encoding_errors!r}: expected strict or replace",
+        )
 
 
 @dataclass

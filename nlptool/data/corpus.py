@@ -16,7 +16,12 @@ from pathlib import Path
 import datasets
 
 from nlptool.data.builtin import builtin_corpus
-from nlptool.data.readers import files_fingerprint, iter_documents, resolve_files
+from nlptool.data.readers import (
+    encoding_errors,
+    files_fingerprint,
+    iter_documents,
+    resolve_files,
+)
 from nlptool.data.tokenizer import TextTokenizer
 from nlptool.errors import UserError
 
@@ -51,6 +56,10 @@ def _documents_from_files(paths: list[str], text_column: str) -> Iterator[dict]:
 
 def _from_files(paths: list[Path], text_column: str, cache_dir: Path) -> datasets.Dataset:
     fingerprint = files_fingerprint(paths)
+    if next(_documents_from_files([str(p) for p in paths], text_column), None) is None:
+        # (datasets cannot build a data set from a generator that yields nothing)
+        names = ", ".join(str(p) for p in paths[:3]) + (" ..." if len(paths) > 3 else "")
+        raise UserError(f"No text found in {names}: the files are empty or hold only blank lines")
     features = datasets.Features({"text": datasets.Value("string")})
     try:
         ds = datasets.Dataset.from_generator(
@@ -59,7 +68,9 @@ def _from_files(paths: list[Path], text_column: str, cache_dir: Path) -> dataset
             features=features,
             cache_dir=str(cache_dir / "datasets"),
             # The files' sizes and mtimes are part of the cache key, so edited files are re-read.
-            fingerprint=hashlib.sha256(f"{fingerprint}:{text_column}".encode()).hexdigest()[:16],
+            fingerprint=hashlib.sha256(
+                f"{fingerprint}:{text_column}:{encoding_errors()}".encode()
+            ).hexdigest()[:16],
         )
     except datasets.exceptions.DatasetGenerationError as err:
         # A reader's UserError (bad line, missing column...) arrives wrapped: hand it on as is.
@@ -67,9 +78,6 @@ def _from_files(paths: list[Path], text_column: str, cache_dir: Path) -> dataset
         if isinstance(cause, UserError):
             raise cause from None
         raise
-    if len(ds) == 0:
-        names = ", ".join(str(p) for p in paths[:3])
-        raise UserError(f"No text found in {names}: the files are empty or hold only blank lines")
     return ds
 
 

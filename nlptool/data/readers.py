@@ -12,10 +12,13 @@ Parquet):
 - `.parquet`: read in batches with pyarrow.
 
 Text is UTF-8 (an initial byte-order mark is dropped, `\\r\\n` line ends are fine); any other byte
-sequence is an error that names the file and line. Text, JSON lines, CSV and TSV are streamed line
+sequence is an error that names the file and line, unless the reading runs under
+`decoding("replace")` (`data.encoding_errors=replace`): then each bad byte becomes U+FFFD and the
+lines are counted. Text, JSON lines, CSV and TSV are streamed line
 by line; a `.json` file is parsed whole.
 """
 
+import contextlib
 import csv
 import glob
 import gzip
@@ -24,7 +27,9 @@ import json
 import os
 import re
 import zlib
+from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -36,6 +41,43 @@ FORMATS = ("txt", "jsonl", "json", "csv", "tsv", "parquet")
 _SUPPORTED = ".txt, .jsonl, .json, .csv, .tsv and .parquet, each but .parquet also as .gz"
 _GLOB_MAGIC = re.compile(r"[*?[]")
 _CSV_FIELD_LIMIT = 2**31 - 1  # the csv module's default (128 KiB) is too small for documents
+
+ENCODING_ERRORS = ("strict", "replace")
+"""data.encoding_errors: what a byte sequence that is not UTF-8 does."""
+_ENCODING_ERRORS: ContextVar[str] = ContextVar("nlptool_encoding_errors", default="strict")
+_REPLACED: ContextVar[dict[str, set[int]] | None] = ContextVar("nlptool_replaced", default=None)
+
+
+@contextlib.contextmanager
+def decoding(errors: str) -> Iterator[dict[str, set[int]]]:
+    """Read with this policy for bytes that are not UTF-8: "strict" (an error naming the file and
+    line) or "replace" (U+FFFD for each bad byte). Yields {file: numbers of the lines replaced}."""
+    if errors not in ENCODING_ERRORS:
+        raise ValueError(f"encoding errors {errors!r}: expected one of {ENCODING_ERRORS}")
+    replaced: dict[str, set[int]] = defaultdict(set)
+    tokens = _ENCODING_ERRORS.set(errors), _REPLACED.set(replaced)
+    try:
+        yield replaced
+    finally:
+        _ENCODING_ERRORS.reset(tokens[0])
+        _REPLACED.reset(tokens[1])
+
+
+def encoding_errors() -> str:
+    """The policy in force (see `decoding`)."""
+    return _ENCODING_ERRORS.get()
+
+
+def describe_replaced(replaced: dict[str, set[int]]) -> str:
+    """One line for the user: how many lines of which files had bytes replaced."""
+    counts = sorted(((len(lines), path) for path, lines in replaced.items()), reverse=True)
+    total = sum(n for n, _ in counts)
+    files = ", ".join(f"{Path(path).name} ({n:,})" for n, path in counts[:3])
+    more = f" and {len(replaced) - 3} more files" if len(replaced) > 3 else ""
+    return (
+        f"data.encoding_errors=replace: {total:,} line{'s' * (total != 1)} with bytes that are "
+        f"not UTF-8, replaced by U+FFFD, in {files}{more}"
+    )
 
 
 def file_format(path: Path, key: str | None = None) -> str:
@@ -222,19 +264,25 @@ def _open_binary(path: Path) -> BinaryIO:
 
 
 def iter_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """Yield `(line number, line)` with each line's ending kept, decoded as strict UTF-8.
+    """Yield `(line number, line)` with each line's ending kept, decoded as UTF-8.
 
     Lines are split at b"\\n" before decoding (UTF-8 never uses that byte inside a character), so
-    an invalid byte is reported with its line. A leading byte-order mark is dropped.
+    an invalid byte is reported with its line (or, under `decoding("replace")`, replaced and the
+    line counted). A leading byte-order mark is dropped.
     """
     number = 0
+    errors, replaced = _ENCODING_ERRORS.get(), _REPLACED.get()
     try:
         with _open_binary(path) as stream:
             for number, raw in enumerate(stream, start=1):
                 try:
                     line = raw.decode("utf-8")
                 except UnicodeDecodeError as err:
-                    _raise_not_utf8(path, number, raw, err)
+                    if errors == "strict":
+                        _raise_not_utf8(path, number, raw, err)
+                    line = raw.decode("utf-8", errors)
+                    if replaced is not None:
+                        replaced[str(path)].add(number)
                 if number == 1 and line.startswith("\ufeff"):
                     line = line[1:]
                 yield number, line
@@ -250,7 +298,8 @@ def _raise_not_utf8(path: Path, line: int, raw: bytes, err: UnicodeDecodeError) 
     raise UserError(
         f"{path}, line {line}: bytes {bad} at byte {err.start + 1} of the line are not valid "
         "UTF-8, the only encoding nlptool reads. Convert the file, for example with "
-        "`iconv -f LATIN1 -t UTF-8 IN > OUT` (name its actual encoding after -f)."
+        "`iconv -f LATIN1 -t UTF-8 IN > OUT` (name its actual encoding after -f), or set "
+        "data.encoding_errors=replace to replace such bytes with U+FFFD and go on."
     ) from err
 
 

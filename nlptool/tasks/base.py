@@ -19,6 +19,7 @@ import torch
 
 from nlptool.data.readers import iter_records
 from nlptool.errors import UserError
+from nlptool.training.logging import console
 
 
 class Task(Protocol):
@@ -81,6 +82,17 @@ class TaskBase:
         """Start an evaluation of `split`; predictions go to `path` (JSON lines) when given."""
         self._split = split
         self._sink = open(path, "w", encoding="utf-8") if path else None  # noqa: SIM115
+
+    def report_truncated(self, ds: datasets.Dataset, truncated: int, what: str = "") -> None:
+        """Say how many examples of a split were longer than task.max_seq_len and were cut."""
+        if not truncated:
+            return
+        split = next((name for name, raw in self.raw.items() if raw is ds), None)
+        where = f"task={self.cfg.name}" + (f", {split} split" if split else "")
+        console.print(
+            f"{where}: {truncated:,} of {len(ds):,} examples longer than task.max_seq_len="
+            f"{self.cfg.max_seq_len} tokens were truncated{what}"
+        )
 
     def write_prediction(self, record: dict[str, Any]) -> None:
         if self._sink is not None:

@@ -104,12 +104,15 @@ class SequenceClassificationTask(TaskBase):
         pairs = self.tokenizer.encode_batch(ds["text_pair"]) if self.pair else [[]] * len(ds)
         budget = self.cfg.max_seq_len - (3 if self.pair else 2)
         columns: dict[str, list] = {"input_ids": [], "token_type_ids": [], "labels": []}
+        truncated = 0
         for a, b, label, where in zip(texts, pairs, ds["label"], ds["where"]):
+            truncated += len(a) + len(b) > budget
             a, b = truncate_pair(a, b, budget)
             ids = [self.cls_id, *a, self.sep_id] + ([*b, self.sep_id] if self.pair else [])
             columns["input_ids"].append(ids)
             columns["token_type_ids"].append([0] * (len(a) + 2) + [1] * (len(ids) - len(a) - 2))
             columns["labels"].append(self._label_value(label, where))
+        self.report_truncated(ds, truncated)
         features = datasets.Dataset.from_dict(
             columns,
             features=datasets.Features(

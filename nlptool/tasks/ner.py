@@ -32,7 +32,6 @@ from nlptool.models.config import ModelConfig
 from nlptool.objectives.base import LossTerm
 from nlptool.tasks.base import SPLIT_KEYS, TaskBase, TaskExamples, split_path
 from nlptool.tasks.metrics import EntityMetrics, detect_scheme, get_entities
-from nlptool.training.logging import console
 
 IGNORE = -100  # the label of positions the loss skips (F.cross_entropy's ignore_index)
 _COLUMN_SEPARATOR = re.compile(r"[ \t]+")
@@ -199,12 +198,11 @@ class TokenClassificationTask(TaskBase):
             columns["input_ids"].append([self.cls_id, *ids[:budget], self.sep_id])
             columns["labels"].append([IGNORE, *labels, IGNORE])
             columns["word_index"].append([-1, *word_index, -1])
-        if truncated_sentences:
-            console.print(
-                f"{ds[0]['where'].rsplit(', line', 1)[0]}: {truncated_sentences:,} of "
-                f"{len(ds):,} sentences truncated to task.max_seq_len={self.cfg.max_seq_len} "
-                f"tokens; {unpredicted_words:,} words without a token count as O at evaluation"
-            )
+        self.report_truncated(
+            ds,
+            truncated_sentences,
+            f"; {unpredicted_words:,} words without a token count as O at evaluation",
+        )
         sequence = datasets.Sequence(datasets.Value("int64"))
         features = datasets.Dataset.from_dict(
             columns,

@@ -20,7 +20,6 @@ v1.1 normalisation, best over all gold answers.
 from __future__ import annotations
 
 import bisect
-import gzip
 import json
 import math
 from collections.abc import Iterator
@@ -33,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nlptool.data.collate import pad_batch
+from nlptool.data.readers import iter_lines
 from nlptool.data.tokenizer import TextTokenizer
 from nlptool.errors import UserError
 from nlptool.models.bert import BertForQuestionAnswering
@@ -49,16 +49,16 @@ NOT_CONTEXT = -1  # char_start / char_end of a token outside the context ([CLS],
 
 def load_articles(path: Path) -> list[dict]:
     """The `data` list of a SQuAD JSON file (optionally gzip-compressed)."""
-    opener = gzip.open if path.suffix == ".gz" else open
+    # Line by line through the shared reader: bad UTF-8 is named by line (or replaced under
+    # data.encoding_errors=replace), a BOM dropped, a corrupt .gz reported.
+    text = "".join(line for _, line in iter_lines(path))
     try:
-        with opener(path, "rt", encoding="utf-8-sig") as fh:
-            document = json.load(fh)
+        document = json.loads(text)
     except json.JSONDecodeError as err:
-        raise UserError(f"{path}: not valid JSON ({err}); expected a SQuAD file") from None
-    except UnicodeDecodeError as err:
-        raise UserError(f"{path}: not UTF-8 text ({err})") from None
-    except (OSError, EOFError) as err:
-        raise UserError(f"{path}: cannot read it ({err})") from None
+        raise UserError(
+            f"{path}, line {err.lineno}: not valid JSON ({err.msg}, at column {err.colno}); "
+            "expected a SQuAD file"
+        ) from None
     if not isinstance(document, dict) or not isinstance(document.get("data"), list):
         raise UserError(
             f"{path}: no top-level 'data' list; expected SQuAD JSON "

@@ -111,11 +111,14 @@ class TranslationTask(TaskBase):
         sources = self.tokenizer.encode_batch(raw["source"])
         targets = self.tokenizer.encode_batch(raw["target"])
         columns: dict[str, list] = {"input_ids": [], "decoder_input_ids": [], "labels": []}
+        truncated = 0
         for src, tgt in zip(sources, targets):
+            truncated += len(src) > limit or len(tgt) > limit
             src, tgt = src[:limit], tgt[:limit]
             columns["input_ids"].append([*src, self.eos_id])
             columns["decoder_input_ids"].append([self.bos_id, *tgt])
             columns["labels"].append([*tgt, self.eos_id])
+        self.report_truncated(raw, truncated, " (source or target)")
         sequence = datasets.Sequence(datasets.Value("int64"))
         features = datasets.Features(
             {"input_ids": sequence, "decoder_input_ids": sequence, "labels": sequence}

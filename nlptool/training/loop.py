@@ -208,6 +208,13 @@ class Trainer:
 
     def train_batches(self) -> Iterator[Batch]:
         """Micro-batches of steps self.step, self.step + 1, ... to max_steps, in order."""
+        size = len(self.job.train_data)
+        if size < self.cfg.batch_size:
+            console.print(
+                f"[yellow]The training data hold {size:,} example{'s' * (size != 1)}, fewer than "
+                f"one batch (trainer.batch_size={self.cfg.batch_size}): each step repeats them "
+                "(every pass a new shuffle). Add data or lower trainer.batch_size.[/]"
+            )
         lengths = None
         if self.cfg.group_by_length and hasattr(self.job.train_data, "lengths"):
             lengths = self.job.train_data.lengths()

@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 
 from nlptool.data.readers import (
+    decoding,
+    describe_replaced,
+    encoding_errors,
     file_format,
     files_fingerprint,
     iter_documents,
@@ -65,6 +68,23 @@ def test_txt_gz_non_utf8_names_line(tmp_path):
     path = write(tmp_path / "bad.txt.gz", b"one\n\ntwo \xff\n")
     with pytest.raises(UserError, match=r"bad\.txt\.gz, line 3: bytes ff "):
         docs(path)
+
+
+def test_replace_policy_substitutes_and_counts_distinct_lines(tmp_path):
+    path = write(tmp_path / "mixed.csv.gz", b"text\ncaf\xe9\nok\n\xff\xfe\n")
+    with decoding("replace") as replaced:
+        assert encoding_errors() == "replace"
+        first = [r["text"] for _, r in iter_records(path, {"data.text_column": "text"})]
+        again = [r["text"] for _, r in iter_records(path, {"data.text_column": "text"})]
+    assert first == again == ["caf\ufffd", "ok", "\ufffd\ufffd"]
+    assert replaced == {str(path): {2, 4}}  # read twice, counted once per line
+    assert describe_replaced(replaced).startswith(
+        "data.encoding_errors=replace: 2 lines with bytes that are not UTF-8, replaced by U+FFFD, "
+        "in mixed.csv.gz (2)"
+    )
+    assert encoding_errors() == "strict"  # the policy ends with the block
+    with pytest.raises(UserError, match=r"mixed\.csv\.gz, line 2: .*encoding_errors=replace"):
+        list(iter_records(path, {"data.text_column": "text"}))
 
 
 def test_corrupt_gzip_is_a_user_error(tmp_path):

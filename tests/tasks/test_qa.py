@@ -144,7 +144,7 @@ def test_article_split_and_bad_files(tmp_path):
     with pytest.raises(UserError, match=r"train_articles=5: .*only 5 articles.*none for valid"):
         qa_task(tmp_path, train_articles=5).read("valid")
     (tmp_path / "broken.json").write_text('{"data": [')
-    with pytest.raises(UserError, match=r"broken\.json: not valid JSON"):
+    with pytest.raises(UserError, match=r"broken\.json, line 1: not valid JSON"):
         qa_task(tmp_path, "broken.json").read("train")
     document = synthetic_squad(1, 0)
     del document["data"][0]["paragraphs"][1]["qas"][2]["question"]
