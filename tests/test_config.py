@@ -92,7 +92,10 @@ def test_valid_group_combinations_pass():
         (["tokenizer=pretrained"], "tokenizer.path"),
         (["model.hidden_size=100", "model.num_heads=3"], "model.num_heads"),
         (["trainer.schedule=triangle"], "trainer.schedule"),
-        (["data.encoding_errors=ignore"], "data.encoding_errors='ignore': expected strict or replace"),
+        (
+            ["data.encoding_errors=ignore"],
+            "data.encoding_errors='ignore': expected strict or replace",
+        ),
     ],
 )
 def test_bad_values_name_the_key(overrides, needle):
