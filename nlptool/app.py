@@ -33,6 +33,7 @@ from nlptool.models import build_model, count_parameters
 from nlptool.models.config import ModelConfig
 from nlptool.objectives import build_objective
 from nlptool.training import checkpoint as ckpt
+from nlptool.training import slurm
 from nlptool.training.logging import MetricsLog, console, metrics_table, summary_table
 from nlptool.training.loop import (
     Trainer,
@@ -163,11 +164,23 @@ def run_dir_now() -> Path:
 
 
 def find_resume(resume: str, run_dir: Path) -> Path | None:
+    """The checkpoint to continue from: none (never), the newest usable one of this run directory
+    (auto; broken newer ones are named and passed over), or the one given (a broken one fails)."""
     if resume == "never":
         return None
-    if resume == "auto":
-        return ckpt.find_latest(run_dir / "checkpoints")
-    return ckpt.resolve_checkpoint(resume, "resume")
+    if resume != "auto":
+        return ckpt.resolve_checkpoint(resume, "resume", for_resume=True)
+    path, skipped = ckpt.find_resumable(run_dir / "checkpoints")
+    for bad, reason in skipped:
+        instead = f"resuming from {path.name}" if path else "no older one is usable"
+        console.print(f"[yellow]resume=auto: passing over {bad.name}: {reason}; {instead}[/]")
+    if skipped and path is None:
+        console.print(
+            "[yellow]resume=auto: no usable checkpoint in "
+            f"{run_dir / 'checkpoints'}: starting from step 0 (the broken ones are left as they "
+            "are until newer checkpoints replace them)[/]"
+        )
+    return path
 
 
 def check_resume_compatible(
@@ -255,8 +268,25 @@ def fit(trainer: Trainer, start: RunStart) -> tuple[dict[str, Any], float]:
     try:
         history = trainer.fit(log)
     except TrainingInterrupted as stop:
-        raise SystemExit(f"Training stopped at step {stop.step}; a checkpoint was saved.") from None
+        stopped_by_signal(stop, trainer.cfg.slurm_requeue)
     return history, (time.perf_counter() - started) / 60
+
+
+def stopped_by_signal(stop: TrainingInterrupted, slurm_requeue: bool) -> None:
+    """After a signal stopped training (the checkpoint is saved): requeue a SLURM job that got its
+    time-limit warning (SIGUSR1), then exit with 128 + the signal number, as a shell reports a
+    process ended by that signal, so scripts and schedulers do not take the run for finished."""
+    import signal
+
+    name = signal.Signals(stop.signum).name
+    console.print(
+        f"Training stopped at step {stop.step} on {name}; checkpoint {stop.path}. Run the same "
+        "command in the same run directory to continue (resume=auto)."
+    )
+    job = slurm.job_id()
+    if stop.signum == signal.SIGUSR1 and job and slurm_requeue:
+        slurm.requeue(job)
+    raise SystemExit(128 + stop.signum)
 
 
 def train_from_config(cfg_dict: DictConfig, init: Path | None = None) -> dict[str, Any]:

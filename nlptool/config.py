@@ -213,6 +213,9 @@ class TrainerConfig:
     checkpoint untouched) or skip (no update; counted and logged)."""
     max_nonfinite_skips: int = 10
     """nonfinite=skip: stop after this many non-finite steps in a row."""
+    slurm_requeue: bool = True
+    """Inside a SLURM job, SIGUSR1 (the time-limit warning of `#SBATCH --signal=USR1@120`) saves,
+    stops and requeues the job (scontrol requeue); the requeued run resumes with resume=auto."""
     deterministic: bool = False
     """Deterministic kernels (torch.use_deterministic_algorithms): identical reruns, slower."""
 

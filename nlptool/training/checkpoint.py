@@ -31,6 +31,7 @@ import torch
 from safetensors.torch import load_model, save_model
 
 from nlptool.errors import UserError
+from nlptool.training.logging import console
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
 MANIFEST = "manifest.json"
@@ -97,7 +98,22 @@ def save_checkpoint(
     point_link(checkpoints_dir / "last", final.name)
     _fsync_dir(checkpoints_dir)
     prune(checkpoints_dir, keep_last)
+    remove_leftovers(checkpoints_dir)
     return final
+
+
+def remove_leftovers(checkpoints_dir: Path) -> None:
+    """Delete the hidden half-written folders of saves that were killed (other processes')."""
+    own = f"-{os.getpid()}"
+    for path in checkpoints_dir.iterdir():
+        if not path.name.startswith((".tmp-", ".old-", ".last-", ".best-")):
+            continue
+        if path.name.endswith(own):
+            continue
+        if path.is_symlink():
+            path.unlink(missing_ok=True)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def write_checkpoint_folder(
@@ -167,42 +183,121 @@ def prune(checkpoints_dir: Path, keep_last: int) -> None:
         (p for p in checkpoints_dir.iterdir() if step_of(p) is not None), key=step_of, reverse=True
     )
     for path in steps[keep_last:]:
-        if path.resolve() not in protected:
-            shutil.rmtree(path, ignore_errors=True)  # a failed delete must not stop training
+        if path.resolve() in protected:
+            continue
+        try:
+            shutil.rmtree(path)
+        except OSError as err:  # a failed delete must not stop training: say so and go on
+            console.print(
+                f"[yellow]Could not delete the old checkpoint {path} ({err}); training goes on, "
+                "and the next save tries again.[/]"
+            )
+
+
+def problem(path: Path, for_resume: bool = False) -> str | None:
+    """Why the checkpoint folder `path` cannot be used, or None when it can.
+
+    Checks that the manifest is there and readable, that every file it lists exists with the
+    recorded size (a truncated or missing file), that the files a checkpoint needs are among
+    them, and that the small ones parse. With `for_resume`, also the structure of the weights
+    (the safetensors header against the file) and of the training state (every member of the
+    torch zip archive against its CRC), which costs one read of those files.
+    """
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+        files = manifest["files"]
+        if not isinstance(files, dict):
+            raise TypeError
+    except FileNotFoundError:
+        return f"no {MANIFEST} (not a finished checkpoint)"
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{MANIFEST} is unreadable"
+    for name, size in files.items():
+        try:
+            actual = (path / name).stat().st_size
+        except OSError:
+            return f"{name} is missing"
+        if actual != size:
+            return f"{name} is {actual:,} bytes, the manifest says {size:,} (truncated or changed)"
+    needed = [WEIGHTS, CONFIG, TOKENIZER, TRAINER_STATE] + ([TRAINING_STATE] if for_resume else [])
+    absent = [name for name in needed if name not in files]
+    if absent:
+        what = " (an imported or exported model: use it with init=)" if for_resume else ""
+        return f"it has no {', '.join(absent)}{what}"
+    try:
+        json.loads((path / TRAINER_STATE).read_text())["step"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{TRAINER_STATE} is unreadable"
+    if for_resume:
+        return _weights_problem(path / WEIGHTS) or _training_state_problem(path / TRAINING_STATE)
+    return None
+
+
+def _weights_problem(path: Path) -> str | None:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as weights:
+            weights.keys()
+    except Exception as err:  # safetensors raises its own error types for a bad header
+        return f"{path.name} is corrupt ({err})"
+    return None
+
+
+def _training_state_problem(path: Path) -> str | None:
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (OSError, zipfile.BadZipFile, EOFError) as err:
+        return f"{path.name} is corrupt ({err})"
+    return f"{path.name} is corrupt (member {bad} fails its CRC)" if bad else None
 
 
 def is_complete(path: Path) -> bool:
-    """A checkpoint folder whose manifest exists and whose files all have the recorded sizes."""
-    try:
-        manifest = json.loads((path / MANIFEST).read_text())
-        return all((path / name).stat().st_size == size for name, size in manifest["files"].items())
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
+    """A finished checkpoint folder: manifest, files with the recorded sizes, parseable state."""
+    return problem(path) is None
+
+
+def find_resumable(checkpoints_dir: Path) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """The newest checkpoint a run can resume from (`last` first, then `step-*` newest first),
+    and the newer ones passed over as unusable, each with the reason."""
+    if not checkpoints_dir.is_dir():
+        return None, []
+    candidates = sorted(
+        (p for p in checkpoints_dir.iterdir() if step_of(p) is not None), key=step_of, reverse=True
+    )
+    last = checkpoints_dir / "last"
+    if last.is_symlink() and last.exists():
+        target = last.resolve()
+        candidates = [target] + [p for p in candidates if p.resolve() != target]
+    skipped = []
+    for path in candidates:
+        reason = problem(path, for_resume=True)
+        if reason is None:
+            return path.resolve(), skipped
+        skipped.append((path, reason))
+    return None, skipped
 
 
 def find_latest(checkpoints_dir: Path) -> Path | None:
-    """The `last` checkpoint if complete, else the newest complete `step-*` folder, else None."""
-    if not checkpoints_dir.is_dir():
-        return None
-    last = checkpoints_dir / "last"
-    if last.exists() and is_complete(last):
-        return last.resolve()
-    steps = sorted(
-        (p for p in checkpoints_dir.iterdir() if step_of(p) is not None), key=step_of, reverse=True
-    )
-    return next((p for p in steps if is_complete(p)), None)
+    """The newest usable checkpoint of a run, or None."""
+    return find_resumable(checkpoints_dir)[0]
 
 
-def resolve_checkpoint(path: str | Path, key: str) -> Path:
+def resolve_checkpoint(path: str | Path, key: str, for_resume: bool = False) -> Path:
     """A user-given checkpoint: the folder itself, or a run / checkpoints folder holding `last`."""
     path = Path(path).expanduser()
     candidates = [path, path / "last", path / "checkpoints" / "last"]
     for candidate in candidates:
-        if (candidate / MANIFEST).is_file():
-            if not is_complete(candidate):
+        if (candidate / MANIFEST).is_file() or (candidate / WEIGHTS).is_file():
+            reason = problem(candidate, for_resume)
+            if reason is not None:
                 raise UserError(
-                    f"{key}={path}: the checkpoint {candidate} is incomplete or corrupt (its files "
-                    f"do not match {MANIFEST})"
+                    f"{key}={path}: the checkpoint {candidate.resolve()} cannot be used: "
+                    f"{reason}. Give an older checkpoint (checkpoints/step-<N>)"
+                    + (" or resume=auto, which passes over broken ones." if for_resume else ".")
                 )
             return candidate.resolve()
     if not path.exists():

@@ -82,15 +82,25 @@ class TrainingJob:
     early_stopping_patience: int = 0  # validations without a better main metric (0: never stop)
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+"""Signals that make the loop finish the current step, save a checkpoint and stop: Ctrl-C, the
+scheduler's pre-emption (SIGTERM), and the warning a cluster job asks for before its time limit
+(SIGUSR1, e.g. `#SBATCH --signal=USR1@120`)."""
+
+
 class StopRequested:
-    """SIGINT / SIGTERM: finish the current step, save, and stop. A second Ctrl-C aborts."""
+    """Catches the STOP_SIGNALS while training. A second Ctrl-C aborts without saving."""
 
     def __init__(self) -> None:
-        self.requested = False
+        self.signum: int | None = None
         self._previous: dict[int, Any] = {}
 
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
     def __enter__(self) -> StopRequested:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             with contextlib.suppress(ValueError):  # not the main thread: no handlers
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self
@@ -102,7 +112,9 @@ class StopRequested:
     def _handle(self, signum: int, frame: Any) -> None:
         if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        self.requested = True
+        if self.requested:
+            return
+        self.signum = signum
         console.print(
             f"[yellow]{signal.Signals(signum).name}: stopping after this step and saving a "
             "checkpoint (Ctrl-C again to abort without saving)[/]"
@@ -445,16 +457,16 @@ class Trainer:
                     break
         self.history["end"] = last_valid or {"step": self.step}
         if stopped:
-            raise TrainingInterrupted(self.step)
+            raise TrainingInterrupted(self.step, stop.signum or signal.SIGTERM, path)
         return self.history
 
 
 class TrainingInterrupted(Exception):
-    """Training stopped early on a signal, after saving a checkpoint."""
+    """Training stopped early on a signal, after saving the checkpoint `path`."""
 
-    def __init__(self, step: int) -> None:
-        super().__init__(f"stopped at step {step}")
-        self.step = step
+    def __init__(self, step: int, signum: int, path: Path) -> None:
+        super().__init__(f"stopped at step {step} on {signal.Signals(signum).name}")
+        self.step, self.signum, self.path = step, signum, path
 
 
 def make_collate(fn: Callable, **kwargs: Any) -> Callable[[list[dict]], Batch]:

@@ -80,29 +80,45 @@ def test_gradient_accumulation_equals_the_full_batch(tmp_path):
     assert losses_split == pytest.approx(losses_full, rel=1e-5)
     a, b = params(full.model), params(split.model)
     for name in a:
+        if name.endswith("qkv.bias"):
+            # The key bias has an exactly zero gradient (softmax ignores a shift shared by all
+            # keys): only rounding noise, which AdamW scales up to lr-sized steps. Compare the
+            # query and value parts.
+            third = a[name].shape[0] // 3
+            keep = torch.cat([torch.arange(third), torch.arange(2 * third, 3 * third)])
+            a[name], b[name] = a[name][keep], b[name][keep]
         torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
-def test_resume_from_a_checkpoint_is_exact(tmp_path):
-    """3 steps + save + a new process-like trainer restored from the checkpoint + 3 steps equals 6
-    straight steps, with dropout on (so the RNG state must be restored too)."""
-    straight = Trainer(trainer_cfg(), mlm_job(tmp_path / "s", dropout=0.1), torch.device("cpu"))
-    losses_straight = run_steps(straight, 6)
+@pytest.mark.parametrize("micro_batch_size", [0, 2])
+def test_resume_from_a_checkpoint_is_exact(tmp_path, micro_batch_size):
+    """3 steps + save + a new process-like trainer restored from the checkpoint + 4 steps equals 7
+    straight steps bit for bit, with dropout on (the RNG state must be restored), mid-epoch (40
+    examples, 8 per step: step 3 is inside the first epoch and step 5 starts the second), with and
+    without gradient accumulation; and the optimizer and schedule end up identical."""
+    cfg = trainer_cfg(max_steps=7, micro_batch_size=micro_batch_size)
+    straight = Trainer(cfg, mlm_job(tmp_path / "s", dropout=0.1), torch.device("cpu"))
+    losses_straight = run_steps(straight, 7)
 
-    first = Trainer(trainer_cfg(), mlm_job(tmp_path / "r", dropout=0.1), torch.device("cpu"))
+    first = Trainer(cfg, mlm_job(tmp_path / "r", dropout=0.1), torch.device("cpu"))
     losses_first = run_steps(first, 3)
     path = first.save()
     torch.manual_seed(999)  # whatever happened in between must not matter
-    second = Trainer(
-        trainer_cfg(), mlm_job(tmp_path / "r", dropout=0.1, seed=0), torch.device("cpu")
-    )
+    np.random.seed(999)
+    second = Trainer(cfg, mlm_job(tmp_path / "r", dropout=0.1, seed=0), torch.device("cpu"))
     second.restore(path)
     assert second.step == 3
-    losses_second = run_steps(second, 3)
+    losses_second = run_steps(second, 4)
     assert losses_first + losses_second == losses_straight
     a, b = params(straight.model), params(second.model)
     for name in a:
         assert torch.equal(a[name], b[name]), name
+    opt_a, opt_b = straight.optimizer.state_dict(), second.optimizer.state_dict()
+    assert opt_a["param_groups"] == opt_b["param_groups"]
+    for key, state in opt_a["state"].items():
+        for field, value in state.items():
+            assert torch.equal(value, opt_b["state"][key][field]), (key, field)
+    assert straight.scheduler.state_dict() == second.scheduler.state_dict()
 
 
 def test_evaluate_reports_loss_accuracy_and_perplexity(tmp_path):
