@@ -47,6 +47,12 @@ from nlptool.training.loop import (
 # Sections of a checkpoint's config that define the model and how its inputs are made: a run
 # resumed from that checkpoint must not change them.
 FIXED_ON_RESUME = ("model", "tokenizer", "objective")
+# Trainer settings a resume must keep: they pick the data order and masks (batch_size, seed), or
+# the checkpoint's optimizer and schedule state would silently override a new value. The rest may
+# change (max_steps, micro_batch_size, the eval/save/log cadence, keep_last, device, precision...).
+TRAINER_FIXED_ON_RESUME = (
+    "batch_size", "seed", "lr", "schedule", "warmup_steps", "weight_decay", "beta1", "beta2", "eps",
+)  # fmt: skip
 
 
 @dataclass
@@ -192,17 +198,22 @@ def check_resume_compatible(
     for section in sections:
         before, after = OmegaConf.to_container(saved[section]), OmegaConf.to_container(now[section])
         for key in sorted(set(before) | set(after)):
-            if key in ("vocab_size", "pad_token_id"):  # filled in from the tokenizer
+            if section == "model" and key in ("vocab_size", "pad_token_id"):  # from the tokenizer
                 continue
             if before.get(key) != after.get(key):
                 diffs.append(f"{section}.{key}: {before.get(key)!r} -> {after.get(key)!r}")
     if saved.data.max_seq_len != now.data.max_seq_len:
         diffs.append(f"data.max_seq_len: {saved.data.max_seq_len} -> {now.data.max_seq_len}")
+    for key in TRAINER_FIXED_ON_RESUME:
+        if key in saved.trainer and saved.trainer[key] != now.trainer[key]:
+            diffs.append(f"trainer.{key}: {saved.trainer[key]!r} -> {now.trainer[key]!r}")
     if diffs:
         raise UserError(
-            f"Cannot resume from {path}: the config changed in ways that alter the model or its "
-            f"inputs ({'; '.join(diffs)}). Restore those settings, pass resume=never to start "
-            "over, or use another run directory (hydra.run.dir=...)"
+            f"Cannot resume from {path}: the config changed in ways a resume cannot honour "
+            f"({'; '.join(diffs)}). Restore those settings, pass resume=never to start over, or "
+            "use another run directory (hydra.run.dir=...). Safe to change on resume: "
+            "trainer.max_steps, micro_batch_size, the eval/save/log cadence, keep_last, device, "
+            "precision."
         )
 
 
