@@ -213,6 +213,11 @@ class TrainerConfig:
     checkpoint untouched) or skip (no update; counted and logged)."""
     max_nonfinite_skips: int = 10
     """nonfinite=skip: stop after this many non-finite steps in a row."""
+    peak_tflops: float | None = None
+    """The device's peak TFLOP/s for MFU (train/mfu); null: the published dense peak of known
+    GPUs for the precision, or on a CPU a measured fp32 matmul."""
+    tf32: bool = True
+    """CUDA: fp32 matmuls and convolutions on TF32 tensor cores (torch "high" precision)."""
     slurm_requeue: bool = True
     """Inside a SLURM job, SIGUSR1 (the time-limit warning of `#SBATCH --signal=USR1@120`) saves,
     stops and requeues the job (scontrol requeue); the requeued run resumes with resume=auto."""
@@ -225,6 +230,8 @@ class TrainerConfig:
             f"trainer.nonfinite={self.nonfinite!r}: expected error or skip",
         )
         _check(self.max_nonfinite_skips >= 1, "trainer.max_nonfinite_skips must be >= 1")
+        if self.peak_tflops is not None:
+            _check(self.peak_tflops > 0, f"trainer.peak_tflops={self.peak_tflops}: must be > 0")
         _check(self.device in DEVICES, f"trainer.device={self.device!r}: expected one of {DEVICES}")
         _check(
             self.precision in PRECISIONS,

@@ -50,6 +50,7 @@ from hf_models import hf_model_for  # scripts/, beside this file
 from nlptool.cli import config_dir
 from nlptool.config import check_config, register_configs
 from nlptool.models.config import ModelConfig
+from nlptool.training.flops import matmul_flops_per_s, training_flops
 from nlptool.training.logging import console
 from nlptool.training.loop import autocast_context
 
@@ -290,47 +291,11 @@ class HFSide:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        float(loss)
+        float(loss.detach())
 
 
 # ---------------------------------------------------------------------------------------------
-# FLOPs and the probe
-
-
-def forward_flops(m: ModelConfig, batch: dict[str, torch.Tensor], head: str, kind: str) -> float:
-    """Forward FLOPs (2 per multiply-add) of the matmuls one step computes on this batch.
-
-    `head` says where the vocabulary head runs: "all" positions (transformers' MLM, every GPT),
-    "masked" (nlptool's MLM). Padding positions count: they are computed.
-    """
-    b, t = batch["input_ids"].shape
-    h, f, v, layers = m.hidden_size, m.ffn_size, m.vocab_size, m.num_layers
-    tokens = b * t
-    per_layer = 2 * tokens * (4 * h * h + 2 * h * f) + 2 * 2 * b * t * t * h  # linear + attention
-    flops = layers * per_layer
-    if kind in ("mlm", "mlm_nsp"):
-        labels = batch["mlm_labels"]
-        rows = int((labels != -100).sum()) if head == "masked" else tokens
-        flops += 2 * rows * (h * h + h * v)  # transform + decoder
-        if kind == "mlm_nsp":
-            flops += 2 * b * (h * h + 2 * h)  # pooler + NSP classifier
-    elif kind == "clm":
-        flops += 2 * tokens * h * v
-    else:  # sequence classification: pooler + classifier
-        flops += 2 * b * (h * h + 2 * h)
-    return float(flops)
-
-
-def matmul_probe(device: torch.device, n: int = 1024, reps: int = 4) -> float:
-    """FLOP/s of an n x n fp32 matmul right now."""
-    a = torch.randn(n, n, device=device)
-    c = torch.randn(n, n, device=device)
-    (a @ c).sum().item()
-    started = time.perf_counter()
-    for _ in range(reps):
-        out = a @ c
-    out.sum().item()
-    return 2 * n**3 * reps / (time.perf_counter() - started)
+# Measuring helpers
 
 
 def examples_and_tokens(batch: dict[str, torch.Tensor]) -> tuple[int, int]:
@@ -375,18 +340,17 @@ def run_case(case: str, args: argparse.Namespace, cache: Path) -> dict[str, Any]
             started = time.perf_counter()
             side.step(b)
             seconds = time.perf_counter() - started
-            probe = matmul_probe(device) if device.type == "cpu" else None
+            probe = matmul_flops_per_s(device) if device.type == "cpu" else None
             if pair < args.warmup:
                 continue
             if probe:
                 probes.append(probe)
             t = timings[side.name]
             examples, tokens = examples_and_tokens(b)
-            head = "masked" if side is ours else "all"
             t.seconds.append(seconds)
             t.examples.append(examples)
             t.tokens.append(tokens)
-            t.flops.append(3 * forward_flops(prep.model_cfg, b, head, kind))
+            t.flops.append(training_flops(prep.model_cfg, b, kind, side is theirs))
     return summarize(case, kind, prep, timings, probes, n_params, args)
 
 

@@ -80,7 +80,8 @@ def test_tiny_bert_pretrains_with_falling_loss(bert_run):
     assert set(losses) == {0, 15, 30}
     assert losses[30] < 0.9 * losses[0]
     train = [r for r in records if "train/loss" in r]
-    assert all({"train/lr", "train/tokens_per_s"} <= set(r) for r in train)
+    assert all({"train/lr", "train/tokens_per_s", "train/mfu"} <= set(r) for r in train)
+    assert all(0 < r["train/mfu"] < 2 for r in train)  # against a CPU matmul probe
     assert (bert_run / ".hydra" / "config.yaml").is_file()
 
 

@@ -119,6 +119,8 @@ class TrainingProgress:
             f"loss {'-' if loss is None else format(loss, '.4f')}  lr {record['train/lr']:.2e}  "
             f"{record['train/tokens_per_s']:,.0f} tok/s"
         )
+        if "train/mfu" in record:
+            stats += f"  MFU {record['train/mfu']:.2f}"
         if record.get("train/nonfinite_skips"):
             stats += f"  {record['train/nonfinite_skips']} skipped"
         self.progress.update(self.task, stats=stats)

@@ -20,8 +20,10 @@ from torch import nn
 
 from nlptool.data.pretraining import StepSampler
 from nlptool.errors import UserError
+from nlptool.models.config import ModelConfig
 from nlptool.objectives.base import Objective
 from nlptool.training import checkpoint as ckpt
+from nlptool.training.flops import device_peak_flops, matmul_flops_per_s, training_flops
 from nlptool.training.logging import MetricsLog, TrainingProgress, console
 from nlptool.training.optim import build_optimizer, build_scheduler
 
@@ -126,6 +128,9 @@ class Trainer:
         self.cfg, self.job, self.device = cfg, job, device
         if cfg.deterministic:
             set_deterministic()
+        if device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
+            torch.backends.cudnn.allow_tf32 = cfg.tf32
         self.model = job.model.to(device)
         self.step_model = torch.compile(self.model) if cfg.compile else self.model
         self.optimizer = build_optimizer(self.model, cfg, device)
@@ -145,6 +150,23 @@ class Trainer:
         self.train_seconds = 0.0
         self.nonfinite_skips = 0  # steps skipped for a non-finite loss or gradient, in all
         self.nonfinite_in_a_row = 0
+        # MFU: the step's FLOPs from the batch shapes, over the device's peak (or a CPU probe).
+        self.model_cfg = next(
+            (
+                m.cfg
+                for m in self.model.modules()
+                if isinstance(getattr(m, "cfg", None), ModelConfig)
+            ),
+            None,
+        )
+        task_cfg = getattr(job.objective, "cfg", None)
+        self.flops_kind = task_cfg.kind if task_cfg is not None else job.objective.name
+        self.peak_flops = (
+            cfg.peak_tflops * 1e12
+            if cfg.peak_tflops
+            else device_peak_flops(device, cfg.precision, cfg.tf32)
+        )
+        self._probe_peak = self.peak_flops is None and device.type == "cpu"
 
     def _track_best(self, metrics: dict[str, Any]) -> bool:
         """Whether these validation metrics are the best so far by the main metric."""
@@ -319,6 +341,14 @@ class Trainer:
                 f"{kept}. Lower trainer.lr or check the data."
             )
 
+    def _flops(self, micro_batches: list[Batch]) -> float:
+        if self.model_cfg is None or not self.peak_flops and not self._probe_peak:
+            return 0.0
+        try:
+            return sum(training_flops(self.model_cfg, b, self.flops_kind) for b in micro_batches)
+        except KeyError:  # a batch layout the FLOP count does not know: no MFU
+            return 0.0
+
     # -- evaluation -------------------------------------------------------------------------
 
     @torch.inference_mode()
@@ -383,7 +413,9 @@ class Trainer:
             self.history["start"] = {"step": 0, **first}
             self._track_best(first)
         batches = self.train_batches()
-        window = {"loss": 0.0, "steps": 0, "tokens": 0, "time": time.perf_counter()}
+        if self._probe_peak:
+            self.peak_flops = matmul_flops_per_s(self.device)
+        window = {"loss": 0.0, "steps": 0, "tokens": 0, "flops": 0.0, "time": time.perf_counter()}
         running: dict[str, torch.Tensor] = {}
         last_valid: dict[str, Any] = {}
         stopped = False
@@ -394,6 +426,7 @@ class Trainer:
             while self.step < cfg.max_steps:
                 micro_batches = [next(batches) for _ in range(self.accumulation)]
                 tokens = sum(num_tokens(b) for b in micro_batches)
+                window["flops"] += self._flops(micro_batches)
                 lr = self.scheduler.get_last_lr()[0]
                 skips_before = self.nonfinite_skips
                 out = self.train_step(micro_batches)
@@ -419,19 +452,23 @@ class Trainer:
                         record["train/nonfinite_skips"] = self.nonfinite_skips
                     record["train/lr"] = lr
                     record["train/tokens_per_s"] = window["tokens"] / max(elapsed, 1e-9)
+                    if self.peak_flops and window["flops"]:
+                        record["train/mfu"] = window["flops"] / max(elapsed, 1e-9) / self.peak_flops
                     record["train/tokens_seen"] = self.tokens_seen
                     self.train_seconds += elapsed
                     record["train/seconds"] = self.train_seconds  # training time, evals excluded
                     log.write(record)
                     bar.log(record)
                     running.clear()
-                    window.update(steps=0, tokens=0, time=time.perf_counter())
+                    window.update(steps=0, tokens=0, flops=0.0, time=time.perf_counter())
                 bar.advance(self.step)
                 done = self.step == cfg.max_steps
                 improved = False
                 if done or (cfg.eval_every and self.step % cfg.eval_every == 0):
                     eval_start = time.perf_counter()
                     last_valid = {"step": self.step, **self.evaluate()}
+                    if self._probe_peak:  # the CPU's speed drifts: measure it again
+                        self.peak_flops = matmul_flops_per_s(self.device)
                     log.write(last_valid)
                     improved = self._track_best(last_valid)
                     bar.note(self._describe(last_valid, improved))
