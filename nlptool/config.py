@@ -216,6 +216,9 @@ class TrainerConfig:
     peak_tflops: float | None = None
     """The device's peak TFLOP/s for MFU (train/mfu); null: the published dense peak of known
     GPUs for the precision, or on a CPU a measured fp32 matmul."""
+    activation_checkpointing: bool = False
+    """Recompute each block in the backward pass instead of keeping its activations: far less
+    memory for long sequences or big models, about a third more compute."""
     tf32: bool = True
     """CUDA: fp32 matmuls and convolutions on TF32 tensor cores (torch "high" precision)."""
     slurm_requeue: bool = True

@@ -67,3 +67,33 @@ def test_task_suite_runs_a_tiny_budget(tmp_path):
     corpus = {path.name for path in (out / "corpus").iterdir()}
     assert corpus == {"sst2.txt", "chnsenticorp.txt", "stsb.txt", "conll2003.txt", "squad.txt"}
     assert "| stsb | scratch | pearson" in (out / "results.md").read_text()
+
+
+def test_bench_measures_both_sides(tmp_path):
+    if not (SHARED_DATA / "sst2").is_dir():
+        pytest.skip("the shared data sets are not in ../shared/data")
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [
+            sys.executable, str(REPO / "scripts" / "bench.py"), "--data", str(SHARED_DATA),
+            "--case", "clm", "sst2", "--steps", "3", "--warmup", "1", "--batch", "4",
+            "--seq", "32", "--memory", "--out", str(out),
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = {r["case"]: r for r in json.loads(out.read_text())}
+    assert set(results) == {"clm", "sst2"}
+    assert results["clm"]["unit"] == "tokens" and results["sst2"]["unit"] == "examples"
+    for r in results.values():
+        assert r["steps"] == 3 and r["ratio_q1"] <= r["ratio_median"] <= r["ratio_q3"]
+        assert r["data_prep_seconds"] > 0 and r["epoch_seconds_nlptool"] > 0
+        for side in ("nlptool", "transformers"):
+            assert r[side][f"{r['unit']}_per_s"] > 0
+            assert 0 < r[side]["mfu"] < 2
+            assert r[side]["memory_mb"] > 0
+    assert "ratio median" in proc.stdout

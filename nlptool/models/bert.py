@@ -17,7 +17,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from nlptool.models.config import ModelConfig
-from nlptool.models.layers import MLP, SelfAttention, activation, init_weights, sdpa_mask
+from nlptool.models.layers import (
+    MLP,
+    BlockStack,
+    SelfAttention,
+    activation,
+    init_weights,
+    sdpa_mask,
+)
 
 
 def _check_vocab(cfg: ModelConfig) -> None:
@@ -81,7 +88,7 @@ class BertModel(nn.Module):
         super().__init__()
         _check_vocab(cfg)
         self.embeddings = BertEmbeddings(cfg)
-        self.encoder = nn.ModuleList(BertLayer(cfg) for _ in range(cfg.num_layers))
+        self.encoder = BlockStack(BertLayer(cfg) for _ in range(cfg.num_layers))
         self.pooler = nn.Linear(cfg.hidden_size, cfg.hidden_size)
         self.apply(partial(init_weights, std=cfg.initializer_range))
 
@@ -94,9 +101,7 @@ class BertModel(nn.Module):
         """input_ids (B, T), attention_mask (B, T) 1 = token 0 = padding -> hidden (B, T, C)."""
         attn_mask = sdpa_mask(attention_mask, causal=False)  # (B, 1, 1, T) or None
         x = self.embeddings(input_ids, token_type_ids)  # (B, T, C)
-        for layer in self.encoder:
-            x = layer(x, attn_mask)
-        return x
+        return self.encoder(x, attn_mask)  # (B, T, C)
 
     def pool(self, hidden: torch.Tensor) -> torch.Tensor:
         """The [CLS] summary: tanh(dense(hidden of the first token)). (B, T, C) -> (B, C)."""

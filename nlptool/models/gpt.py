@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from nlptool.models.config import ModelConfig
-from nlptool.models.layers import PreLNBlock, init_weights, sdpa_mask
+from nlptool.models.layers import BlockStack, PreLNBlock, init_weights, sdpa_mask
 
 
 class GPTForCausalLM(nn.Module):
@@ -33,7 +33,7 @@ class GPTForCausalLM(nn.Module):
         self.token_embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
         self.position_embeddings = nn.Embedding(cfg.max_seq_len, cfg.hidden_size)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.layers = nn.ModuleList(PreLNBlock(cfg, causal=True) for _ in range(cfg.num_layers))
+        self.layers = BlockStack(PreLNBlock(cfg, causal=True) for _ in range(cfg.num_layers))
         self.final_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
 
@@ -64,8 +64,7 @@ class GPTForCausalLM(nn.Module):
         x = self.token_embeddings(input_ids)  # (B, T, C)
         x = x + self.position_embeddings.weight[:T]  # (T, C): positions 0..T-1, broadcast
         x = self.dropout(x)
-        for layer in self.layers:
-            x = layer(x, attn_mask)
+        x = self.layers(x, attn_mask)  # (B, T, C)
         return self.final_norm(x)
 
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:

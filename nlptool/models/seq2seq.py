@@ -36,6 +36,7 @@ from torch import nn
 from nlptool.models.config import ModelConfig
 from nlptool.models.layers import (
     MLP,
+    BlockStack,
     CrossAttention,
     KVCache,
     PreLNBlock,
@@ -120,9 +121,9 @@ class Seq2SeqTransformer(nn.Module):
         self.encoder_positions = nn.Embedding(cfg.max_seq_len, cfg.hidden_size)
         self.decoder_positions = nn.Embedding(cfg.max_seq_len, cfg.hidden_size)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.encoder = nn.ModuleList(PreLNBlock(cfg, causal=False) for _ in range(cfg.num_layers))
+        self.encoder = BlockStack(PreLNBlock(cfg, causal=False) for _ in range(cfg.num_layers))
         self.encoder_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
-        self.decoder = nn.ModuleList(DecoderBlock(cfg) for _ in range(cfg.decoder_layers))
+        self.decoder = BlockStack(DecoderBlock(cfg) for _ in range(cfg.decoder_layers))
         self.decoder_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
 
@@ -155,8 +156,7 @@ class Seq2SeqTransformer(nn.Module):
         """src_ids (B, S), src_mask (B, S) 1 = token 0 = padding -> memory (B, S, C)."""
         attn_mask = sdpa_mask(src_mask, causal=False)  # (B, 1, 1, S) or None
         x = self._embed(src_ids, self.encoder_positions, 0)
-        for block in self.encoder:
-            x = block(x, attn_mask)
+        x = self.encoder(x, attn_mask)  # (B, S, C)
         return self.encoder_norm(x)
 
     def decode(
@@ -183,10 +183,10 @@ class Seq2SeqTransformer(nn.Module):
         memory_mask = sdpa_mask(src_mask, causal=False)  # (B, 1, 1, S) or None
         self_mask = sdpa_mask(tgt_mask, causal=True)  # (B, 1, T, T) or None
         x = self._embed(tgt_ids, self.decoder_positions, start)
-        for i, block in enumerate(self.decoder):
-            if cache is None:
-                x = block(x, memory, memory_mask, self_mask)
-            else:
+        if cache is None:
+            x = self.decoder(x, memory, memory_mask, self_mask)  # (B, T, C)
+        else:
+            for i, block in enumerate(self.decoder):
                 x = block(x, memory, memory_mask, None, cache.self_attn[i], cache.cross_attn[i])
         return self.decoder_norm(x)
 

@@ -21,6 +21,7 @@ from torch import nn
 from nlptool.data.pretraining import StepSampler
 from nlptool.errors import UserError
 from nlptool.models.config import ModelConfig
+from nlptool.models.layers import BlockStack
 from nlptool.objectives.base import Objective
 from nlptool.training import checkpoint as ckpt
 from nlptool.training.flops import device_peak_flops, matmul_flops_per_s, training_flops
@@ -132,6 +133,9 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
             torch.backends.cudnn.allow_tf32 = cfg.tf32
         self.model = job.model.to(device)
+        for module in self.model.modules():
+            if isinstance(module, BlockStack):
+                module.checkpointing = cfg.activation_checkpointing
         self.step_model = torch.compile(self.model) if cfg.compile else self.model
         self.optimizer = build_optimizer(self.model, cfg, device)
         self.scheduler = build_scheduler(self.optimizer, cfg)

@@ -247,3 +247,20 @@ def test_deterministic_flag_sets_torch_and_reruns_match(tmp_path):
         assert run_steps(second, 4) == losses
     finally:
         torch.use_deterministic_algorithms(False)
+
+
+def test_activation_checkpointing_trains_the_same(tmp_path):
+    """Blocks recomputed in the backward pass (dropout on: the RNG is replayed) give the same
+    losses and weights as keeping every activation."""
+    plain = Trainer(trainer_cfg(), mlm_job(tmp_path / "a", dropout=0.1), torch.device("cpu"))
+    cfg = trainer_cfg(activation_checkpointing=True)
+    recomputed = Trainer(cfg, mlm_job(tmp_path / "b", dropout=0.1), torch.device("cpu"))
+    stacks = [m for m in recomputed.model.modules() if type(m).__name__ == "BlockStack"]
+    assert stacks and all(m.checkpointing for m in stacks)
+    torch.manual_seed(5)  # the same dropout masks for both runs
+    losses_plain = run_steps(plain, 3)
+    torch.manual_seed(5)
+    assert run_steps(recomputed, 3) == pytest.approx(losses_plain, rel=1e-6)
+    a, b = params(plain.model), params(recomputed.model)
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6, msg=name)
