@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU check: bf16 + torch.compile pretraining of bert-base (mlm) and gpt2 (clm, seq 1024) on the
-# builtin corpus, the same gpt2 run without compile, and the fp16 + GradScaler path. Prints the
-# tokens/s of each run; the full logs and metrics.jsonl land in OUT_DIR.
+# builtin corpus, the same gpt2 run without compile, the fp16 + GradScaler path, and
+# scripts/bench.py against transformers. Prints the tokens/s (and MFU) of each run; the full logs
+# and metrics.jsonl land in OUT_DIR.
 #   bash scripts/gpu_check.sh [OUT_DIR]
 set -uo pipefail
 out=${1:-runs/gpu-check}
@@ -17,7 +18,7 @@ run() {
   timeout "$limit" python3 -m nlptool pretrain "$@" hydra.run.dir="$out/$name" \
     trainer.progress=false trainer.eval_every=0 trainer.save_every=0 >"$out/$name.log" 2>&1
   echo "rc=$? $((SECONDS - start))s"
-  grep -E "tok/s|valid/loss|Error|error" "$out/$name.log" | tail -4
+  grep -E "tok/s|valid/loss|Error|error" "$out/$name.log" | tail -4  # tok/s lines carry MFU
   cp "$out/$name/metrics.jsonl" "$out/$name.metrics.jsonl" 2>/dev/null
 }
 
@@ -34,3 +35,7 @@ run gpt2-bf16-eager 120 model=gpt2 objective=clm tokenizer=bpe tokenizer.vocab_s
   trainer.micro_batch_size=16
 run bert-tiny-fp16 90 model=bert-tiny trainer.device=cuda trainer.precision=fp16 trainer.max_steps=30 \
   trainer.log_every=10
+# nlptool against transformers on the same GPU: bf16 autocast on both sides, fused AdamW on both.
+echo "== bench"
+timeout 300 python3 scripts/bench.py --device cuda --precision bf16 --batch 128 --steps 20 \
+  --memory --out "$out/bench.json" 2>&1 | tail -24
