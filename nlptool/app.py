@@ -153,7 +153,8 @@ def build_examples(
 def model_config_for(cfg, tokenizer: TextTokenizer) -> ModelConfig:
     model_cfg = cfg.model
     if model_cfg.vocab_size == 0:
-        model_cfg.vocab_size = tokenizer.vocab_size
+        multiple = model_cfg.vocab_multiple
+        model_cfg.vocab_size = -(-tokenizer.vocab_size // multiple) * multiple
     elif model_cfg.vocab_size < tokenizer.vocab_size:
         raise UserError(
             f"model.vocab_size={model_cfg.vocab_size} is smaller than the tokenizer's "

@@ -22,7 +22,7 @@ run() {
   cp "$out/$name/metrics.jsonl" "$out/$name.metrics.jsonl" 2>/dev/null
 }
 
-common="trainer=gpu trainer.warmup_steps=10 trainer.log_every=10 trainer.num_workers=4"
+common="trainer=gpu trainer.warmup_steps=10 trainer.log_every=10 trainer.num_workers=4 model.vocab_multiple=64"
 # shellcheck disable=SC2086
 run bert-base-bf16-compile 170 model=bert-base $common trainer.max_steps=80 \
   trainer.batch_size=256 trainer.micro_batch_size=256 tokenizer.vocab_size=30522

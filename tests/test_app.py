@@ -51,3 +51,14 @@ def test_documented_safe_changes_pass():
         ]
     )
     check_resume_compatible(now, saved, Path("ckpt"))
+
+
+@pytest.mark.parametrize("multiple,expected", [(1, 300), (64, 320), (100, 300)])
+def test_vocab_size_from_the_tokenizer_is_rounded_up_to_vocab_multiple(multiple, expected):
+    from types import SimpleNamespace
+
+    from nlptool.app import model_config_for
+
+    cfg = check_config(compose_cfg("pretrain", [f"model.vocab_multiple={multiple}"]))
+    tokenizer = SimpleNamespace(vocab_size=300, pad_id=0)
+    assert model_config_for(cfg, tokenizer).vocab_size == expected

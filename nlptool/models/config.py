@@ -33,7 +33,12 @@ class ModelConfig:
     max_seq_len: int = 512
     """Number of learned positions (the longest sequence the model accepts)."""
     vocab_size: int = 0
-    """Vocabulary size; 0 means: take it from the tokenizer."""
+    """Vocabulary size; 0 means: take it from the tokenizer, rounded up to vocab_multiple."""
+    vocab_multiple: int = 1
+    """A vocabulary size taken from the tokenizer is rounded up to a multiple of this: 64 gives
+    the embedding and output matmuls tensor-core-friendly shapes on a GPU (the extra rows are
+    never input and learn to score low). 1 (the default) keeps the tokenizer's exact size: on
+    small vocabularies the extra classes measurably slow early learning."""
     type_vocab_size: int = 2
     """Segment (token type) embeddings of a BERT encoder."""
     dropout: float = 0.1
@@ -75,6 +80,8 @@ class ModelConfig:
         for field in ("dropout", "attention_dropout"):
             if not 0.0 <= getattr(self, field) < 1.0:
                 raise ValueError(f"model.{field}={getattr(self, field)}: must be in [0, 1)")
+        if self.vocab_multiple < 1:
+            raise ValueError(f"model.vocab_multiple={self.vocab_multiple}: must be >= 1")
         if self.vocab_size < 0:
             raise ValueError(
                 f"model.vocab_size={self.vocab_size}: must be >= 0 (0 = from tokenizer)"
