@@ -171,6 +171,12 @@ class Trainer:
             else device_peak_flops(device, cfg.precision, cfg.tf32)
         )
         self._probe_peak = self.peak_flops is None and device.type == "cpu"
+        # With a fused optimizer (and no fp16 grad scaler) a non-finite step is skipped on the
+        # device and checked one step later: no host sync inside the step.
+        self.checks_on_device = not self.scaler.is_enabled() and all(
+            group.get("fused") for group in self.optimizer.param_groups
+        )
+        self._pending: tuple[int, dict[str, torch.Tensor], torch.Tensor] | None = None
 
     def _track_best(self, metrics: dict[str, Any]) -> bool:
         """Whether these validation metrics are the best so far by the main metric."""
@@ -316,17 +322,38 @@ class Trainer:
         finite = torch.isfinite(out["loss"])
         if not self.scaler.is_enabled():
             finite = finite & torch.isfinite(grad_norm)
-        if bool(finite):
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+        if self.checks_on_device:
+            # No host sync: the fused kernel leaves weights and moments as they are when
+            # found_inf is set. The flag is read at the next step, after its backward is queued,
+            # when this step's kernels have long finished (or before a log, eval or save).
+            self.resolve_pending_check()
+            self.optimizer.found_inf = (~finite).float()
+            self.optimizer.step()
+            del self.optimizer.found_inf
+            self._pending = (self.step + 1, out, finite)
         else:
-            self._nonfinite(out)
+            if bool(finite):
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            self._pending = (self.step + 1, out, finite)
+            self.resolve_pending_check()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return out
+        return {**out, "finite": finite}
 
-    def _nonfinite(self, out: dict[str, torch.Tensor]) -> None:
-        """A non-finite step: no update; stop (trainer.nonfinite=error) or count and skip."""
+    def resolve_pending_check(self) -> None:
+        """Act on the last step's finiteness: count a skip, or stop (trainer.nonfinite)."""
+        if self._pending is None:
+            return
+        step, out, finite = self._pending
+        self._pending = None
+        if bool(finite):
+            self.nonfinite_in_a_row = 0
+        else:
+            self._nonfinite(out, step)
+
+    def _nonfinite(self, out: dict[str, torch.Tensor], step: int) -> None:
+        """A non-finite step, not applied: stop (trainer.nonfinite=error) or count and skip."""
         self.nonfinite_skips += 1
         self.nonfinite_in_a_row += 1
         what = f"loss {float(out['loss']):.4g}, gradient norm {float(out['grad_norm']):.4g}"
@@ -334,14 +361,17 @@ class Trainer:
         kept = f"the last checkpoint ({last}) is untouched" if last else "no checkpoint yet"
         if self.cfg.nonfinite == "error":
             raise UserError(
-                f"Non-finite {what} at step {self.step + 1}, caught before the optimizer step; "
+                f"Non-finite {what} at step {step}, caught before the optimizer step; "
                 f"{kept}. Lower trainer.lr, keep trainer.grad_clip on, check the data, or set "
                 "trainer.nonfinite=skip to skip such steps."
             )
+        console.print(
+            f"step {step}: non-finite loss or gradient, skipped ({self.nonfinite_skips} so far)"
+        )
         if self.nonfinite_in_a_row >= self.cfg.max_nonfinite_skips:
             raise UserError(
                 f"{self.nonfinite_in_a_row} non-finite steps in a row (the last: {what} at step "
-                f"{self.step + 1}; trainer.max_nonfinite_skips={self.cfg.max_nonfinite_skips}); "
+                f"{step}; trainer.max_nonfinite_skips={self.cfg.max_nonfinite_skips}); "
                 f"{kept}. Lower trainer.lr or check the data."
             )
 
@@ -432,26 +462,22 @@ class Trainer:
                 tokens = sum(num_tokens(b) for b in micro_batches)
                 window["flops"] += self._flops(micro_batches)
                 lr = self.scheduler.get_last_lr()[0]
-                skips_before = self.nonfinite_skips
                 out = self.train_step(micro_batches)
+                finite = out.pop("finite")  # on the device: no sync here
                 self.step += 1
                 self.tokens_seen += tokens
                 window["tokens"] += tokens
-                if self.nonfinite_skips > skips_before:
-                    bar.note(
-                        f"step {self.step}: non-finite loss or gradient, skipped "
-                        f"({self.nonfinite_skips} so far)"
-                    )
-                else:
-                    self.nonfinite_in_a_row = 0
-                    window["steps"] += 1
-                    for key, value in out.items():
-                        running[key] = running.get(key, 0.0) + value.detach()
+                window["steps"] = window["steps"] + finite.long()  # skipped steps not averaged
+                for key, value in out.items():
+                    kept = torch.where(finite, value.detach(), 0.0)
+                    running[key] = running.get(key, 0.0) + kept
                 if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                    self.resolve_pending_check()
                     elapsed = time.perf_counter() - window["time"]
                     record = {"step": self.step}
-                    for key, value in running.items():
-                        record[f"train/{key}"] = float(value) / max(window["steps"], 1)
+                    steps = int(window["steps"])
+                    for key, value in running.items() if steps else ():
+                        record[f"train/{key}"] = float(value) / steps
                     if self.nonfinite_skips:
                         record["train/nonfinite_skips"] = self.nonfinite_skips
                     record["train/lr"] = lr
@@ -469,6 +495,7 @@ class Trainer:
                 done = self.step == cfg.max_steps
                 improved = False
                 if done or (cfg.eval_every and self.step % cfg.eval_every == 0):
+                    self.resolve_pending_check()
                     eval_start = time.perf_counter()
                     last_valid = {"step": self.step, **self.evaluate()}
                     if self._probe_peak:  # the CPU's speed drifts: measure it again
@@ -481,6 +508,7 @@ class Trainer:
                 out_of_patience = bool(patience) and self.evals_since_best >= patience
                 periodic = cfg.save_every and self.step % cfg.save_every == 0
                 if done or stop.requested or periodic or improved or out_of_patience:
+                    self.resolve_pending_check()  # never save past an unchecked step
                     save_start = time.perf_counter()
                     path = self.save(last_valid if last_valid.get("step") == self.step else None)
                     if improved:
@@ -496,6 +524,7 @@ class Trainer:
                         "validations"
                     )
                     break
+        self.resolve_pending_check()
         self.history["end"] = last_valid or {"step": self.step}
         if stopped:
             raise TrainingInterrupted(self.step, stop.signum or signal.SIGTERM, path)

@@ -17,7 +17,7 @@ from nlptool.models import build_model
 from nlptool.models.config import ModelConfig
 from nlptool.objectives import build_objective
 from nlptool.training.loop import Trainer, TrainingJob, make_collate, seed_everything
-from nlptool.training.optim import lr_factor
+from nlptool.training.optim import build_scheduler, lr_factor
 
 VOCAB, SPECIALS = 64, np.array([0, 1, 2, 3, 4])  # pad, unk, cls, sep, mask
 
@@ -62,6 +62,7 @@ def run_steps(trainer: Trainer, steps: int) -> list[float]:
         micro = [next(batches) for _ in range(trainer.accumulation)]
         losses.append(float(trainer.train_step(micro)["loss"]))
         trainer.step += 1
+        trainer.resolve_pending_check()  # as fit() does before a log, eval or save
     return losses
 
 
@@ -165,19 +166,31 @@ class Poisoned:
         return terms
 
 
-def poisoned_trainer(tmp_path, bad_steps: set[int], **cfg) -> Trainer:
+def poisoned_trainer(tmp_path, bad_steps: set[int], checks_on_device=True, **cfg) -> Trainer:
+    """A trainer whose loss is NaN at `bad_steps`. checks_on_device=False: a non-fused AdamW,
+    checked with a host sync inside the step (the fp16 / no-fused-kernel path)."""
     job = mlm_job(tmp_path, dropout=0.0)
     ref: list = []
     job.objective = Poisoned(job.objective, bad_steps, ref)
     trainer = Trainer(trainer_cfg(**cfg), job, torch.device("cpu"))
+    assert trainer.checks_on_device  # fused AdamW on CPU: the default
+    if not checks_on_device:
+        groups = [{**g, "fused": False} for g in trainer.optimizer.param_groups]
+        trainer.optimizer = torch.optim.AdamW(groups)
+        trainer.scheduler = build_scheduler(trainer.optimizer, trainer.cfg)
+        trainer.checks_on_device = False
     ref.append(trainer)
     return trainer
 
 
-def test_nonfinite_loss_stops_before_the_update_by_default(tmp_path):
+ON_DEVICE_OR_SYNCED = pytest.mark.parametrize("on_device", [True, False], ids=["device", "sync"])
+
+
+@ON_DEVICE_OR_SYNCED
+def test_nonfinite_loss_stops_before_the_update_by_default(tmp_path, on_device):
     from nlptool.errors import UserError
 
-    trainer = poisoned_trainer(tmp_path, {3})
+    trainer = poisoned_trainer(tmp_path, {3}, on_device)
     run_steps(trainer, 2)
     before = params(trainer.model)
     optimizer_steps = trainer.optimizer.state_dict()["state"][0]["step"].item()
@@ -188,10 +201,13 @@ def test_nonfinite_loss_stops_before_the_update_by_default(tmp_path):
     assert trainer.optimizer.state_dict()["state"][0]["step"].item() == optimizer_steps
 
 
-def test_nonfinite_skip_counts_logs_and_goes_on(tmp_path):
+@ON_DEVICE_OR_SYNCED
+def test_nonfinite_skip_counts_logs_and_goes_on(tmp_path, on_device):
     from nlptool.training.logging import MetricsLog
 
-    trainer = poisoned_trainer(tmp_path, {2, 3}, nonfinite="skip", log_every=1, eval_every=0)
+    trainer = poisoned_trainer(
+        tmp_path, {2, 3}, on_device, nonfinite="skip", log_every=1, eval_every=0
+    )
     snapshots = []
     original = trainer.train_step
 
@@ -215,10 +231,13 @@ def test_nonfinite_skip_counts_logs_and_goes_on(tmp_path):
     assert trainer.nonfinite_skips == 2
 
 
-def test_too_many_nonfinite_steps_in_a_row_stop(tmp_path):
+@ON_DEVICE_OR_SYNCED
+def test_too_many_nonfinite_steps_in_a_row_stop(tmp_path, on_device):
     from nlptool.errors import UserError
 
-    trainer = poisoned_trainer(tmp_path, {2, 3, 4}, nonfinite="skip", max_nonfinite_skips=3)
+    trainer = poisoned_trainer(
+        tmp_path, {2, 3, 4}, on_device, nonfinite="skip", max_nonfinite_skips=3
+    )
     with pytest.raises(UserError, match="3 non-finite steps in a row"):
         run_steps(trainer, 5)
     assert trainer.nonfinite_skips == 3
