@@ -50,7 +50,7 @@ from hf_models import hf_model_for  # scripts/, beside this file
 from nlptool.cli import config_dir
 from nlptool.config import check_config, register_configs
 from nlptool.models.config import ModelConfig
-from nlptool.training.flops import matmul_flops_per_s, training_flops
+from nlptool.training.flops import device_peak_flops, matmul_flops_per_s, training_flops
 from nlptool.training.logging import console
 from nlptool.training.loop import autocast_context
 
@@ -85,7 +85,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--attn", default="sdpa", help="transformers attn_implementation: %(default)s"
     )
-    parser.add_argument("--peak-tflops", type=float, default=None, help="device peak (CUDA)")
+    parser.add_argument(
+        "--peak-tflops", type=float, default=None, help="GPU dense peak (default: known GPUs')"
+    )
     parser.add_argument("--memory", action="store_true", help="also measure peak memory")
     parser.add_argument("--prep", action="store_true", help="also time data preparation")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
@@ -377,8 +379,10 @@ def summarize(case, kind, prep, timings, probes, n_params, args) -> dict[str, An
         peak = statistics.median(probes)
         peak_note = f"matmul probe {peak / 1e9:.1f} GFLOP/s"
     else:
-        default = 989.0 if args.precision == "bf16" else 67.0  # H100/H200 dense bf16, fp32
-        peak = (args.peak_tflops or default) * 1e12
+        known = device_peak_flops(torch.device(args.device), args.precision)
+        peak = args.peak_tflops * 1e12 if args.peak_tflops else known
+        if peak is None:
+            raise SystemExit("unknown GPU: give its dense peak with --peak-tflops")
         peak_note = f"peak {peak / 1e12:.0f} TFLOP/s"
     result = {
         "case": case,
