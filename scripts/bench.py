@@ -89,7 +89,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--peak-tflops", type=float, default=None, help="GPU dense peak (default: known GPUs')"
     )
     parser.add_argument("--memory", action="store_true", help="also measure peak memory")
-    parser.add_argument("--prep", action="store_true", help="also time data preparation")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
     parser.add_argument("--only", choices=["nlptool", "transformers"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
