@@ -26,7 +26,8 @@ process before the model was built on CPU, `torch.cuda.max_memory_allocated` on 
 
     python scripts/bench.py                       # all three cases on CPU
     python scripts/bench.py --case sst2 --steps 60
-    python scripts/bench.py --device cuda --precision bf16 --batch 128
+    python scripts/bench.py --device cuda --precision bf16 --compile --case clm --model gpt2 \
+        --seq 1024 --batch 16
 """
 
 from __future__ import annotations
@@ -88,6 +89,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--peak-tflops", type=float, default=None, help="GPU dense peak (default: known GPUs')"
     )
+    parser.add_argument("--model", default=None, help="another model preset for every case")
+    parser.add_argument(
+        "--compile", action="store_true", help="torch.compile both models (trainer.compile)"
+    )
     parser.add_argument("--memory", action="store_true", help="also measure peak memory")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
     parser.add_argument("--only", choices=["nlptool", "transformers"], help=argparse.SUPPRESS)
@@ -107,7 +112,8 @@ def compose(case: str, args: argparse.Namespace, cache: Path) -> Any:
 
     spec = CASES[case]
     overrides = [
-        f"model={spec['model']}",
+        f"model={args.model or spec['model']}",
+        f"trainer.compile={str(args.compile).lower()}",
         f"tokenizer={spec['tokenizer']}",
         f"trainer.batch_size={args.batch}",
         f"trainer.device={args.device}",
@@ -238,8 +244,9 @@ class HFSide:
         self.model.train()
         self.device, self.precision = device, args.precision
         tcfg = prep.cfg.trainer
-        # The same AdamW (decay groups, betas, eps, fused on CUDA) and schedule as nlptool's.
+        # The same AdamW (decay groups, betas, eps, fused) and schedule as nlptool's.
         self.optimizer = build_optimizer(self.model, tcfg, device)
+        self.forward = torch.compile(self.model) if args.compile else self.model
         self.scheduler = build_scheduler(self.optimizer, tcfg)
         self.grad_clip = tcfg.grad_clip
         if self.kind == "task":
@@ -292,7 +299,7 @@ class HFSide:
     def step(self, batch: dict[str, torch.Tensor]) -> None:
         inputs = self.hf_inputs(batch)
         with autocast_context(self.device, self.precision):
-            loss = self.model(**inputs).loss
+            loss = self.forward(**inputs).loss
         loss.backward()
         if self.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
@@ -474,6 +481,10 @@ def measure_memory_alone(case: str, side: str, args: argparse.Namespace, cache: 
     ]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
+    if args.model:
+        cmd += ["--model", args.model]
+    if args.compile:
+        cmd.append("--compile")
     env = {**os.environ, "NLPTOOL_BENCH_CACHE": str(cache)}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     for line in proc.stdout.splitlines():

@@ -35,7 +35,11 @@ run gpt2-bf16-eager 120 model=gpt2 objective=clm tokenizer=bpe tokenizer.vocab_s
   trainer.micro_batch_size=16
 run bert-tiny-fp16 90 model=bert-tiny trainer.device=cuda trainer.precision=fp16 trainer.max_steps=30 \
   trainer.log_every=10
-# nlptool against transformers on the same GPU: bf16 autocast on both sides, fused AdamW on both.
+# nlptool against transformers on the same GPU: bf16 autocast, fused AdamW and torch.compile on
+# both sides; gpt2 (124M) at seq 1024 and bert-base at 128, MFU against the H200's dense bf16 peak.
 echo "== bench"
-timeout 300 python3 scripts/bench.py --device cuda --precision bf16 --batch 128 --steps 20 \
-  --memory --out "$out/bench.json" 2>&1 | tail -24
+timeout 200 python3 scripts/bench.py --device cuda --precision bf16 --compile --case clm \
+  --model gpt2 --seq 1024 --batch 16 --steps 20 --out "$out/bench-gpt2.json" 2>&1 | tail -8
+timeout 200 python3 scripts/bench.py --device cuda --precision bf16 --compile --case mlm_nsp \
+  --model bert-base --seq 128 --batch 128 --steps 20 --memory --out "$out/bench-bert.json" 2>&1 \
+  | tail -8
