@@ -1,4 +1,5 @@
-"""The scripts in scripts/ keep working: a few steps of the Hugging Face comparison."""
+"""The scripts in scripts/ keep working: the Hugging Face comparison, the task suite and the
+benchmark, each on a tiny budget."""
 
 from __future__ import annotations
 
@@ -12,26 +13,33 @@ import pytest
 from tests.conftest import REPO, SHARED_DATA
 
 
+def run_script(name: str, *args: str, cwd) -> subprocess.CompletedProcess:
+    """Run scripts/<name> as a user does; fail with its output's tail if it fails."""
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / name), *args],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
 @pytest.mark.parametrize("model,objective", [("gpt-tiny", "clm"), ("bert-tiny", "mlm_nsp")])
 def test_compare_hf_runs_a_few_steps(tmp_path, model, objective):
     corpus = SHARED_DATA / "tinyshakespeare" / "input.txt"
     if not corpus.is_file():
         pytest.skip("tiny Shakespeare is not in ../shared/data")
     out = tmp_path / "curves.json"
-    proc = subprocess.run(
-        [
-            sys.executable, str(REPO / "scripts" / "compare_hf.py"),
-            "--model", model, "--objective", objective, "--data", str(corpus),
-            "--steps", "4", "--eval-every", "2", "--tolerance", "1.0", "--out", str(out),
-            "data.max_seq_len=64", "trainer.batch_size=8", "tokenizer.vocab_size=1000",
-        ],
+    run_script(
+        "compare_hf.py",
+        "--model", model, "--objective", objective, "--data", str(corpus),
+        "--steps", "4", "--eval-every", "2", "--tolerance", "1.0", "--out", str(out),
+        "data.max_seq_len=64", "trainer.batch_size=8", "tokenizer.vocab_size=1000",
         cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=600,
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads(out.read_text())
     assert set(result["sides"]) == {"nlptool", "transformers"}
     for side in result["sides"].values():
@@ -44,20 +52,13 @@ def test_task_suite_runs_a_tiny_budget(tmp_path):
     if not (SHARED_DATA / "stsb" / "train.tsv.gz").is_file():
         pytest.skip("the shared data sets are not in ../shared/data")
     out = tmp_path / "suite"
-    proc = subprocess.run(
-        [
-            sys.executable, str(REPO / "scripts" / "task_suite.py"),
-            "--data", str(SHARED_DATA), "--out", str(out), "--tasks", "stsb",
-            "--scratch", "stsb", "--scale", "0.002",
-            "data.max_seq_len=32", "trainer.device=cpu",
-        ],
+    run_script(
+        "task_suite.py",
+        "--data", str(SHARED_DATA), "--out", str(out), "--tasks", "stsb",
+        "--scratch", "stsb", "--scale", "0.002",
+        "data.max_seq_len=32", "trainer.device=cpu",
         cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=900,
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads((out / "results.json").read_text())
     assert result["pretrain"]["steps"] == 3
     rows = {(row["task"], row["init"]): row for row in result["rows"]}
@@ -73,19 +74,12 @@ def test_bench_measures_both_sides(tmp_path):
     if not (SHARED_DATA / "sst2").is_dir():
         pytest.skip("the shared data sets are not in ../shared/data")
     out = tmp_path / "bench.json"
-    proc = subprocess.run(
-        [
-            sys.executable, str(REPO / "scripts" / "bench.py"), "--data", str(SHARED_DATA),
-            "--case", "clm", "sst2", "--steps", "3", "--warmup", "1", "--batch", "4",
-            "--seq", "32", "--memory", "--out", str(out),
-        ],
+    proc = run_script(
+        "bench.py",
+        "--data", str(SHARED_DATA), "--case", "clm", "sst2", "--steps", "3", "--warmup", "1",
+        "--batch", "4", "--seq", "32", "--memory", "--out", str(out),
         cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=900,
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = {r["case"]: r for r in json.loads(out.read_text())}
     assert set(results) == {"clm", "sst2"}
     assert results["clm"]["unit"] == "tokens" and results["sst2"]["unit"] == "examples"

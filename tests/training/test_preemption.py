@@ -125,14 +125,18 @@ def test_signal_saves_stops_and_resume_continues_bit_for_bit(straight, tmp_path,
     assert_same_run(tmp_path / "run", straight)
 
 
-def test_sigusr1_inside_slurm_requeues_the_job(tmp_path):
+def fake_slurm(tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """The environment of SLURM job 4242, with an `scontrol` that records its arguments."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     calls = tmp_path / "scontrol-calls"
-    scontrol = bin_dir / "scontrol"
-    scontrol.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
-    scontrol.chmod(0o755)
-    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_ID": "4242"}
+    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    (bin_dir / "scontrol").chmod(0o755)
+    return {"PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_ID": "4242"}, calls
+
+
+def test_sigusr1_inside_slurm_requeues_the_job(tmp_path):
+    env, calls = fake_slurm(tmp_path)
     proc = start(["pretrain", *RUN, "hydra.run.dir=run"], tmp_path, env)
     wait_for_step(tmp_path / "run", 5, proc)
     proc.send_signal(signal.SIGUSR1)
@@ -151,12 +155,7 @@ def test_sigusr1_inside_slurm_requeues_the_job(tmp_path):
 
 def test_sigterm_inside_slurm_does_not_requeue(tmp_path):
     """scancel and pre-emption send SIGTERM: save and stop, but leave the queue alone."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    calls = tmp_path / "scontrol-calls"
-    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
-    (bin_dir / "scontrol").chmod(0o755)
-    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_ID": "4242"}
+    env, calls = fake_slurm(tmp_path)
     proc = start(["pretrain", *RUN, "hydra.run.dir=run"], tmp_path, env)
     wait_for_step(tmp_path / "run", 5, proc)
     proc.send_signal(signal.SIGTERM)
