@@ -33,7 +33,7 @@ from nlptool.models import build_model, count_parameters
 from nlptool.models.config import ModelConfig
 from nlptool.objectives import build_objective
 from nlptool.training import checkpoint as ckpt
-from nlptool.training import slurm
+from nlptool.training import signals
 from nlptool.training.logging import MetricsLog, console, metrics_table, summary_table
 from nlptool.training.loop import (
     Trainer,
@@ -295,9 +295,9 @@ def stopped_by_signal(stop: TrainingInterrupted, slurm_requeue: bool) -> None:
         f"Training stopped at step {stop.step} on {name}; checkpoint {stop.path}. Run the same "
         "command in the same run directory to continue (resume=auto)."
     )
-    job = slurm.job_id()
+    job = signals.slurm_job_id()
     if stop.signum == signal.SIGUSR1 and job and slurm_requeue:
-        slurm.requeue(job)
+        signals.slurm_requeue(job)
     raise SystemExit(128 + stop.signum)
 
 

@@ -27,6 +27,7 @@ from nlptool.training import checkpoint as ckpt
 from nlptool.training.flops import device_peak_flops, matmul_flops_per_s, training_flops
 from nlptool.training.logging import MetricsLog, TrainingProgress, console
 from nlptool.training.optim import build_optimizer, build_scheduler
+from nlptool.training.signals import StopRequested
 
 Batch = dict[str, torch.Tensor]
 
@@ -83,45 +84,6 @@ class TrainingJob:
     run_dir: Path
     extra_state: dict[str, Any] = field(default_factory=dict)
     early_stopping_patience: int = 0  # validations without a better main metric (0: never stop)
-
-
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
-"""Signals that make the loop finish the current step, save a checkpoint and stop: Ctrl-C, the
-scheduler's pre-emption (SIGTERM), and the warning a cluster job asks for before its time limit
-(SIGUSR1, e.g. `#SBATCH --signal=USR1@120`)."""
-
-
-class StopRequested:
-    """Catches the STOP_SIGNALS while training. A second Ctrl-C aborts without saving."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    @property
-    def requested(self) -> bool:
-        return self.signum is not None
-
-    def __enter__(self) -> StopRequested:
-        for sig in STOP_SIGNALS:
-            with contextlib.suppress(ValueError):  # not the main thread: no handlers
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        if self.requested:
-            return
-        self.signum = signum
-        console.print(
-            f"[yellow]{signal.Signals(signum).name}: stopping after this step and saving a "
-            "checkpoint (Ctrl-C again to abort without saving)[/]"
-        )
 
 
 class Trainer:

@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file
 
 from nlptool.training import checkpoint as ckpt
-from nlptool.training.loop import StopRequested
+from nlptool.training.signals import StopRequested
 from tests.conftest import REPO
 from tests.test_cli import nlptool, read_metrics
 
@@ -225,3 +225,16 @@ def test_ctrl_c_once_stops_after_the_step_twice_aborts():
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(0.01)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+
+
+def test_slurm_job_id_of_plain_and_array_jobs(monkeypatch):
+    from nlptool.training.signals import slurm_job_id
+
+    for name in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"):
+        monkeypatch.delenv(name, raising=False)
+    assert slurm_job_id() is None
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    assert slurm_job_id() == "77"
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "70")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
+    assert slurm_job_id() == "70_3"  # the array task, not the whole array

@@ -1,0 +1,85 @@
+"""Signals that stop training cleanly, and the SLURM requeue after a time-limit warning.
+
+SIGINT (Ctrl-C), SIGTERM (pre-emption, `scancel`) and SIGUSR1 make the loop finish its step, save
+and stop. A SLURM job that asks for a warning before its time limit (`#SBATCH
+--signal=USR1@120`) gets SIGUSR1; after the save the job puts itself back in the queue
+(`scontrol requeue`), and the requeued job's `resume=auto` continues from the checkpoint exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+from typing import Any
+
+from nlptool.training.logging import console
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+"""Signals that make the loop finish the current step, save a checkpoint and stop: Ctrl-C, the
+scheduler's pre-emption (SIGTERM), and the warning a cluster job asks for before its time limit
+(SIGUSR1, e.g. `#SBATCH --signal=USR1@120`)."""
+
+
+class StopRequested:
+    """Catches the STOP_SIGNALS while training. A second Ctrl-C aborts without saving."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def __enter__(self) -> StopRequested:
+        for sig in STOP_SIGNALS:
+            with contextlib.suppress(ValueError):  # not the main thread: no handlers
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        if self.requested:
+            return
+        self.signum = signum
+        console.print(
+            f"[yellow]{signal.Signals(signum).name}: stopping after this step and saving a "
+            "checkpoint (Ctrl-C again to abort without saving)[/]"
+        )
+
+
+def slurm_job_id() -> str | None:
+    """This process's SLURM job (array jobs as <job>_<task>), or None outside SLURM."""
+    array_job, array_task = (
+        os.environ.get("SLURM_ARRAY_JOB_ID"),
+        os.environ.get("SLURM_ARRAY_TASK_ID"),
+    )
+    if array_job and array_task:
+        return f"{array_job}_{array_task}"
+    return os.environ.get("SLURM_JOB_ID") or None
+
+
+def slurm_requeue(job: str) -> bool:
+    """`scontrol requeue <job>`; says what happened. True when SLURM accepted it."""
+    try:
+        proc = subprocess.run(
+            ["scontrol", "requeue", job], capture_output=True, text=True, timeout=60
+        )
+    except (OSError, subprocess.TimeoutExpired) as err:
+        console.print(f"[red]Could not requeue SLURM job {job}: {err}[/]")
+        return False
+    if proc.returncode != 0:
+        console.print(
+            f"[red]scontrol requeue {job} failed ({proc.returncode}): "
+            f"{(proc.stderr or proc.stdout).strip()}[/]"
+        )
+        return False
+    console.print(f"Requeued SLURM job {job}; it resumes from the checkpoint when it restarts.")
+    return True
