@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -288,8 +289,6 @@ def stopped_by_signal(stop: TrainingInterrupted, slurm_requeue: bool) -> None:
     """After a signal stopped training (the checkpoint is saved): requeue a SLURM job that got its
     time-limit warning (SIGUSR1), then exit with 128 + the signal number, as a shell reports a
     process ended by that signal, so scripts and schedulers do not take the run for finished."""
-    import signal
-
     name = signal.Signals(stop.signum).name
     console.print(
         f"Training stopped at step {stop.step} on {name}; checkpoint {stop.path}. Run the same "

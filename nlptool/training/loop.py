@@ -292,12 +292,11 @@ class Trainer:
             self.optimizer.found_inf = (~finite).float()
             self.optimizer.step()
             del self.optimizer.found_inf
-            self._pending = (self.step + 1, out, finite)
-        else:
-            if bool(finite):
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-            self._pending = (self.step + 1, out, finite)
+        elif bool(finite):
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        self._pending = (self.step + 1, out, finite)
+        if not self.checks_on_device:
             self.resolve_pending_check()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -338,7 +337,7 @@ class Trainer:
             )
 
     def _flops(self, micro_batches: list[Batch]) -> float:
-        if self.model_cfg is None or not self.peak_flops and not self._probe_peak:
+        if self.model_cfg is None or not self.peak_flops:  # (fit probes a CPU's peak first)
             return 0.0
         try:
             return sum(training_flops(self.model_cfg, b, self.flops_kind) for b in micro_batches)

@@ -105,13 +105,20 @@ def assert_same_run(resumed: Path, straight: Path) -> None:
         assert torch.equal(wa[name], wb[name]), name
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
-def test_signal_saves_stops_and_resume_continues_bit_for_bit(straight, tmp_path, sig):
-    proc = start(["pretrain", *RUN, "hydra.run.dir=run"], tmp_path)
-    wait_for_step(tmp_path / "run", 12, proc)
+def signal_at_step(tmp_path: Path, sig: int, step: int, env: dict | None = None) -> str:
+    """Start the RUN command, send `sig` once it has logged `step`; assert the clean exit
+    (128 + signal) and return its output."""
+    proc = start(["pretrain", *RUN, "hydra.run.dir=run"], tmp_path, env)
+    wait_for_step(tmp_path / "run", step, proc)
     proc.send_signal(sig)
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 128 + sig, out
+    return out
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
+def test_signal_saves_stops_and_resume_continues_bit_for_bit(straight, tmp_path, sig):
+    out = signal_at_step(tmp_path, sig, 12)
     name = signal.Signals(sig).name
     assert f"{name}: stopping after this step and saving a checkpoint" in out
     assert "Traceback" not in out and "Requeued" not in out  # not inside SLURM
@@ -137,11 +144,7 @@ def fake_slurm(tmp_path: Path) -> tuple[dict[str, str], Path]:
 
 def test_sigusr1_inside_slurm_requeues_the_job(tmp_path):
     env, calls = fake_slurm(tmp_path)
-    proc = start(["pretrain", *RUN, "hydra.run.dir=run"], tmp_path, env)
-    wait_for_step(tmp_path / "run", 5, proc)
-    proc.send_signal(signal.SIGUSR1)
-    out, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 128 + signal.SIGUSR1, out
+    out = signal_at_step(tmp_path, signal.SIGUSR1, 5, env)
     assert calls.read_text().split() == ["requeue", "4242"]
     assert "Requeued SLURM job 4242" in out
     step = ckpt.read_checkpoint(ckpt.find_latest(tmp_path / "run" / "checkpoints")).step
@@ -156,11 +159,7 @@ def test_sigusr1_inside_slurm_requeues_the_job(tmp_path):
 def test_sigterm_inside_slurm_does_not_requeue(tmp_path):
     """scancel and pre-emption send SIGTERM: save and stop, but leave the queue alone."""
     env, calls = fake_slurm(tmp_path)
-    proc = start(["pretrain", *RUN, "hydra.run.dir=run"], tmp_path, env)
-    wait_for_step(tmp_path / "run", 5, proc)
-    proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 128 + signal.SIGTERM, out
+    signal_at_step(tmp_path, signal.SIGTERM, 5, env)
     assert not calls.exists()
 
 
