@@ -34,7 +34,8 @@ from nlptool.models import build_model, count_parameters
 from nlptool.models.config import ModelConfig
 from nlptool.objectives import build_objective
 from nlptool.training import checkpoint as ckpt
-from nlptool.training import signals
+from nlptool.training import distributed, signals
+from nlptool.training.distributed import Dist
 from nlptool.training.logging import MetricsLog, console, metrics_table, summary_table
 from nlptool.training.loop import (
     Trainer,
@@ -219,7 +220,9 @@ def check_resume_compatible(
         )
 
 
-def print_summary(cfg, model: torch.nn.Module, data: PreparedData, run_dir: Path, device) -> None:
+def print_summary(
+    cfg, model: torch.nn.Module, data: PreparedData, run_dir: Path, device, dist: Dist
+) -> None:
     t = cfg.trainer
     micro = t.micro_batch_size or t.batch_size
     rows = [
@@ -234,13 +237,24 @@ def print_summary(cfg, model: torch.nn.Module, data: PreparedData, run_dir: Path
         (
             "trainer",
             f"{t.max_steps} steps x {t.batch_size} sequences "
-            f"({micro} per forward, {t.batch_size // micro} accumulated), lr {t.lr:g} "
+            f"({micro} per forward, {t.batch_size // micro} accumulated in all), lr {t.lr:g} "
             f"{t.schedule} with {t.warmup_steps} warm-up",
         ),
-        ("device", f"{device}, {t.precision}" + (", compiled" if t.compile else "")),
+        (
+            "device",
+            f"{device}, {t.precision}"
+            + (", compiled" if t.compile else "")
+            + f"; {describe_processes(dist)}",
+        ),
         ("run dir", str(run_dir)),
     ]
     console.print(summary_table("nlptool", rows))
+
+
+def describe_processes(d: Dist) -> str:
+    if d.strategy == "single":
+        return "one process"
+    return f"{d.strategy}, {d.world_size} process{'es' * (d.world_size != 1)}"
 
 
 @dataclass
@@ -249,13 +263,15 @@ class RunStart:
     device: torch.device
     resume_path: Path | None
     tokenizer: TextTokenizer | None  # the resumed run's or init's; None: make one
+    dist: Dist = distributed.SINGLE
 
 
 def start_run(cfg, init: Path | None, fixed: tuple[str, ...] = FIXED_ON_RESUME) -> RunStart:
     """Run directory, device, the checkpoint to resume (checked against the config) and the
     tokenizer that comes with it or with `init`."""
     run_dir = run_dir_now()
-    device = resolve_device(cfg.trainer.device)
+    dist = distributed.setup(cfg.trainer.strategy)
+    device = distributed.device_for(str(resolve_device(cfg.trainer.device)), dist)
     resume_path = find_resume(cfg.resume, run_dir)
     tokenizer = None
     if resume_path is not None:
@@ -264,7 +280,7 @@ def start_run(cfg, init: Path | None, fixed: tuple[str, ...] = FIXED_ON_RESUME) 
         tokenizer = TextTokenizer.load(resume_path)
     elif init is not None:
         tokenizer = TextTokenizer.load(init)
-    return RunStart(run_dir, device, resume_path, tokenizer)
+    return RunStart(run_dir, device, resume_path, tokenizer, dist)
 
 
 def restore_if_resuming(trainer: Trainer, start: RunStart) -> None:
@@ -276,12 +292,14 @@ def restore_if_resuming(trainer: Trainer, start: RunStart) -> None:
 def fit(trainer: Trainer, start: RunStart) -> tuple[dict[str, Any], float]:
     """Train, logging to metrics.jsonl; the validation history and the minutes it took."""
     resumed_step = trainer.step if start.resume_path else None
-    log = MetricsLog(start.run_dir / "metrics.jsonl", resume_step=resumed_step)
+    log = MetricsLog(
+        start.run_dir / "metrics.jsonl", resume_step=resumed_step, enabled=start.dist.is_main
+    )
     started = time.perf_counter()
     try:
         history = trainer.fit(log)
     except TrainingInterrupted as stop:
-        stopped_by_signal(stop, trainer.cfg.slurm_requeue)
+        stopped_by_signal(stop, trainer.cfg.slurm_requeue and start.dist.is_main)
     return history, (time.perf_counter() - started) / 60
 
 
@@ -305,7 +323,8 @@ def train_from_config(cfg_dict: DictConfig, init: Path | None = None) -> dict[st
     cfg = check_config(cfg_dict)
     start = start_run(cfg, init)
     run_dir, device, resume_path = start.run_dir, start.device, start.resume_path
-    data = prepare_data(cfg, start.tokenizer)
+    with distributed.main_first():  # rank 0 fills the caches, the others read them
+        data = prepare_data(cfg, start.tokenizer)
     model_cfg = model_config_for(cfg, data.tokenizer)
     seed_everything(cfg.trainer.seed)
     model = build_model(model_cfg)
@@ -323,9 +342,9 @@ def train_from_config(cfg_dict: DictConfig, init: Path | None = None) -> dict[st
         run_dir=run_dir,
         extra_state={"init": str(init) if init else None},
     )
-    trainer = Trainer(cfg.trainer, job, device)
+    trainer = Trainer(cfg.trainer, job, device, start.dist)
     restore_if_resuming(trainer, start)
-    print_summary(cfg, model, data, run_dir, device)
+    print_summary(cfg, model, data, run_dir, device, start.dist)
     history, minutes = fit(trainer, start)
     console.print(metrics_table(f"Validation ({minutes:.1f} min)", history))
     console.print(f"Checkpoint: {run_dir / 'checkpoints' / 'last'}")
@@ -437,7 +456,8 @@ def train_task(cfg_dict: DictConfig, init: Path | None) -> dict[str, Any]:
     start = start_run(cfg, init, ("model", "tokenizer"))
     run_dir, device, resume_path = start.run_dir, start.device, start.resume_path
     started = time.perf_counter()
-    tokenizer, task, data = prepare_task(cfg, start.tokenizer, ("train", "valid"))
+    with distributed.main_first():
+        tokenizer, task, data = prepare_task(cfg, start.tokenizer, ("train", "valid"))
     seconds = time.perf_counter() - started
     model_cfg = model_config_for(cfg, tokenizer)
     seed_everything(cfg.trainer.seed)
@@ -459,7 +479,7 @@ def train_task(cfg_dict: DictConfig, init: Path | None) -> dict[str, Any]:
         extra_state={"init": str(init) if init else None},
         early_stopping_patience=cfg.task.early_stopping_patience,
     )
-    trainer = Trainer(cfg.trainer, job, device)
+    trainer = Trainer(cfg.trainer, job, device, start.dist)
     restore_if_resuming(trainer, start)
     t = cfg.trainer
     console.print(
@@ -483,7 +503,7 @@ def train_task(cfg_dict: DictConfig, init: Path | None) -> dict[str, Any]:
                     f"{t.max_steps} steps x {t.batch_size}, lr {t.lr:g}, "
                     f"{t.schedule} with {t.warmup_steps} warm-up",
                 ),
-                ("device", f"{device}, {t.precision}"),
+                ("device", f"{device}, {t.precision}; {describe_processes(start.dist)}"),
                 ("run dir", str(run_dir)),
             ],
         )

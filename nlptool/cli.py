@@ -156,6 +156,7 @@ def _run_verb(verb: str, args: list[str]) -> None:
         _print_error(message)
         sys.exit(2)
     register_configs()
+    args = _join_process_group(args)
     task = {
         "pretrain": app.pretrain,
         "finetune": app.finetune,
@@ -174,6 +175,29 @@ def _run_verb(verb: str, args: list[str]) -> None:
     main = hydra.main(version_base="1.3", config_path=config_dir(), config_name=verb)(run)
     sys.argv = [f"nlptool {verb}", *args]
     main()
+
+
+def _join_process_group(args: list[str]) -> list[str]:
+    """Under torchrun: join the process group before Hydra starts, take rank 0's start time (the
+    run directory's name), and keep the other ranks from writing Hydra's files and logs."""
+    import datetime
+
+    from nlptool.config import set_run_start
+    from nlptool.training import distributed
+
+    rank, world, _ = distributed.launched()
+    if world <= 1:
+        return args
+    distributed.init_from_env()
+    set_run_start(distributed.broadcast_object(datetime.datetime.now()))
+    if rank == 0:
+        return args
+    return [
+        *args,
+        "hydra.output_subdir=null",
+        "hydra/job_logging=none",
+        "hydra/hydra_logging=none",
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,6 +8,7 @@ cross-field rules live in `validate()` methods that `check_config` runs before a
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,7 @@ TOKENIZER_KINDS = ("wordpiece", "bpe", "pretrained")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16", "fp16")
 SCHEDULES = ("linear", "cosine", "constant")
+STRATEGIES = ("auto", "single", "ddp", "fsdp")
 RESUME_HELP = "auto, never, or the path of a checkpoint folder"
 
 
@@ -226,6 +228,10 @@ class TrainerConfig:
     stops and requeues the job (scontrol requeue); the requeued run resumes with resume=auto."""
     deterministic: bool = False
     """Deterministic kernels (torch.use_deterministic_algorithms): identical reruns, slower."""
+    strategy: str = "auto"
+    """How several processes (torchrun) share the work: auto (ddp under torchrun with more than one
+    process, else single), single, ddp (DistributedDataParallel) or fsdp (FSDP2, sharded
+    parameters, gradients and optimizer state)."""
 
     def validate(self) -> None:
         _check(
@@ -261,6 +267,10 @@ class TrainerConfig:
             _check(getattr(self, key) >= 0, f"trainer.{key} must be >= 0")
         _check(self.log_every >= 1, "trainer.log_every must be >= 1")
         _check(self.keep_last >= 1, "trainer.keep_last must be >= 1")
+        _check(
+            self.strategy in STRATEGIES,
+            f"trainer.strategy={self.strategy!r}: expected one of {', '.join(STRATEGIES)}",
+        )
 
 
 TASK_KINDS = ("classification", "pair_classification", "regression", "ner", "qa", "translation")
@@ -412,8 +422,27 @@ class ConvertConfig:
         _check(bool(self.out), "nlptool convert needs out=<folder to write>")
 
 
+_RUN_START: list[datetime.datetime] = []
+
+
+def set_run_start(when: datetime.datetime) -> None:
+    """Fix the time `${run_start:...}` gives (torchrun: rank 0's, so every rank names the same
+    run directory)."""
+    _RUN_START[:] = [when]
+
+
+def run_start(pattern: str) -> str:
+    """`${run_start:%Y-%m-%d}`: when this run started, formatted; the run directory's name.
+    Like Hydra's `${now:...}`, but one instant for the whole run, on every rank."""
+    if not _RUN_START:
+        _RUN_START.append(datetime.datetime.now())
+    return _RUN_START[0].strftime(pattern)
+
+
 def register_configs() -> None:
-    """Put the schemas in Hydra's ConfigStore, under the names the verb YAMLs list first."""
+    """Put the schemas in Hydra's ConfigStore, under the names the verb YAMLs list first, and
+    register the `run_start` resolver of their run directories."""
+    OmegaConf.register_new_resolver("run_start", run_start, use_cache=True, replace=True)
     store = ConfigStore.instance()
     store.store(name="pretrain_schema", node=PretrainConfig)
     store.store(name="finetune_schema", node=FinetuneConfig)

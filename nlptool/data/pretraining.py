@@ -250,9 +250,11 @@ class StepSampler(torch.utils.data.Sampler):
     """Yields the micro-batches of (epoch, index) keys of steps start_step, start_step + 1, ...
 
     The examples are an endless stream of epochs, each a permutation drawn from (seed, epoch).
-    Step s takes the stream positions [s * batch_size, (s + 1) * batch_size); this process takes
-    its share of them (rank::world_size), split into micro-batches. So the batch of a step is a
-    function of its number, whatever the world size.
+    Step s takes the stream positions [s * batch_size, (s + 1) * batch_size), dealt into
+    G = ceil(batch_size / micro_batch_size) micro-batches: micro-batch g holds the positions
+    g, g + G, g + 2G, ... of the step. Rank r of world_size runs micro-batches r, r + world_size,
+    ... So the batch of a step is a function of its number, and each micro-batch is the same on
+    one process or many: N ranks compute what one process computes, only spread out.
     """
 
     def __init__(
@@ -273,6 +275,12 @@ class StepSampler(torch.utils.data.Sampler):
         self.num_examples, self.batch_size, self.micro = num_examples, batch_size, micro_batch_size
         self.seed, self.start_step, self.max_steps = seed, start_step, max_steps
         self.rank, self.world_size, self.shuffle = rank, world_size, shuffle
+        self.groups = -(-batch_size // micro_batch_size)  # micro-batches per step, all ranks
+        if self.groups % world_size:
+            raise ValueError(
+                f"{self.groups} micro-batches of {micro_batch_size} per step do not split evenly "
+                f"over {world_size} ranks"
+            )
         self._perm_epoch, self._perm = -1, np.arange(0)
         # With lengths, batches are grouped by length: less padding, same randomness contract.
         self.lengths = None if lengths is None else np.asarray(lengths)
@@ -303,25 +311,29 @@ class StepSampler(torch.utils.data.Sampler):
         order = rng.permutation(len(batches))
         return np.concatenate([batches[i] for i in order])
 
+    def step_micro_batches(self, step: int) -> list[list[tuple[int, int]]]:
+        """This process's micro-batches of one step, as (epoch, index) keys."""
+        first = step * self.batch_size
+        out = []
+        for group in range(self.rank, self.groups, self.world_size):
+            keys = []
+            for pos in range(first + group, first + self.batch_size, self.groups):
+                epoch, offset = divmod(pos, self.num_examples)
+                keys.append((epoch, int(self._permutation(epoch)[offset])))
+            out.append(keys)
+        return out
+
     def step_keys(self, step: int) -> list[tuple[int, int]]:
         """This process's (epoch, index) keys of one step."""
-        keys = []
-        first = step * self.batch_size
-        for pos in range(first + self.rank, first + self.batch_size, self.world_size):
-            epoch, offset = divmod(pos, self.num_examples)
-            keys.append((epoch, int(self._permutation(epoch)[offset])))
-        return keys
+        return [key for keys in self.step_micro_batches(step) for key in keys]
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         step = self.start_step
         while self.max_steps is None or step < self.max_steps:
-            keys = self.step_keys(step)
-            for i in range(0, len(keys), self.micro):
-                yield keys[i : i + self.micro]
+            yield from self.step_micro_batches(step)
             step += 1
 
     def __len__(self) -> int:
         if self.max_steps is None:
             raise TypeError("an endless sampler has no length")
-        per_rank = self.batch_size // self.world_size
-        return (self.max_steps - self.start_step) * -(-per_rank // self.micro)
+        return (self.max_steps - self.start_step) * (self.groups // self.world_size)

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, load_model, save_file, save_model
 
 from nlptool.errors import UserError
 from nlptool.training.logging import console
@@ -78,7 +78,7 @@ def save_checkpoint(
     checkpoints_dir: Path,
     step: int,
     *,
-    model: torch.nn.Module,
+    model: torch.nn.Module | dict[str, torch.Tensor],
     config_yaml: str,
     tokenizer,
     training_state: dict[str, Any],
@@ -119,7 +119,7 @@ def remove_leftovers(checkpoints_dir: Path) -> None:
 def write_checkpoint_folder(
     final: Path,
     *,
-    model: torch.nn.Module,
+    model: torch.nn.Module | dict[str, torch.Tensor],
     config_yaml: str,
     tokenizer,
     trainer_state: dict[str, Any],
@@ -127,14 +127,18 @@ def write_checkpoint_folder(
 ) -> Path:
     """Write one checkpoint folder atomically: into a hidden sibling, fsynced, then renamed to
     `final` (replacing an older folder of that name). Without a training state it is a
-    weights-only checkpoint (an import), good for init= and eval but not for resuming."""
+    weights-only checkpoint (an import), good for init= and eval but not for resuming. `model` is
+    a module, or a state dict with each tied tensor once (FSDP's gathered weights)."""
     parent = final.parent
     parent.mkdir(parents=True, exist_ok=True)
     tmp = parent / f".tmp-{final.name}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    save_model(model, str(tmp / WEIGHTS))
+    if isinstance(model, dict):
+        save_file({k: v.contiguous() for k, v in model.items()}, str(tmp / WEIGHTS))
+    else:
+        save_model(model, str(tmp / WEIGHTS))
     (tmp / CONFIG).write_text(config_yaml)
     tokenizer.save(tmp / TOKENIZER)
     if training_state is not None:
@@ -336,6 +340,10 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
         )
 
 
+def load_weights_file(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path / WEIGHTS))
+
+
 def load_training_state(path: Path) -> dict[str, Any]:
     return torch.load(path / TRAINING_STATE, map_location="cpu", weights_only=False)
 
@@ -347,8 +355,6 @@ def load_matching_weights(model: torch.nn.Module, path: Path) -> tuple[list[str]
     heads are left out and the task's head stays freshly initialised. Returns the model's
     parameters that did not come from the checkpoint, and the checkpoint's tensors not used.
     """
-    from safetensors.torch import load_file
-
     saved = load_file(str(path / WEIGHTS))
     own = model.state_dict()
     usable = {k: v for k, v in saved.items() if k in own and own[k].shape == v.shape}

@@ -25,9 +25,9 @@ console = Console(highlight=False)
 class MetricsLog:
     """Appends one JSON object per line to metrics.jsonl; every record carries "step"."""
 
-    def __init__(self, path: Path, resume_step: int | None = None) -> None:
-        self.path = path
-        if resume_step is not None and path.exists():
+    def __init__(self, path: Path, resume_step: int | None = None, enabled: bool = True) -> None:
+        self.path, self.enabled = path, enabled  # (off on every rank but 0)
+        if enabled and resume_step is not None and path.exists():
             # Records past the checkpoint we resume from belong to a run that was lost: drop them.
             kept = [
                 line
@@ -37,6 +37,8 @@ class MetricsLog:
             path.write_text("".join(line + "\n" for line in kept))
 
     def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
         record = {k: _plain(v) for k, v in record.items()}
         with open(self.path, "a") as fh:
             fh.write(json.dumps(record) + "\n")

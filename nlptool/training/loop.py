@@ -24,6 +24,8 @@ from nlptool.models.config import ModelConfig
 from nlptool.models.layers import BlockStack
 from nlptool.objectives.base import Objective
 from nlptool.training import checkpoint as ckpt
+from nlptool.training import distributed
+from nlptool.training.distributed import SINGLE, Dist
 from nlptool.training.flops import device_peak_flops, matmul_flops_per_s, training_flops
 from nlptool.training.logging import MetricsLog, TrainingProgress, console
 from nlptool.training.optim import build_optimizer, build_scheduler
@@ -87,23 +89,45 @@ class TrainingJob:
 
 
 class Trainer:
-    def __init__(self, cfg, job: TrainingJob, device: torch.device) -> None:
-        self.cfg, self.job, self.device = cfg, job, device
+    def __init__(self, cfg, job: TrainingJob, device: torch.device, dist: Dist = SINGLE) -> None:
+        self.cfg, self.job, self.device, self.dist = cfg, job, device, dist
         if cfg.deterministic:
             set_deterministic()
         if device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
             torch.backends.cudnn.allow_tf32 = cfg.tf32
+        # Each rank's share of the global batch, in micro-batches of micro_batch_size.
+        if cfg.batch_size % dist.world_size:
+            raise UserError(
+                f"trainer.batch_size={cfg.batch_size} (the global batch) does not split evenly "
+                f"over {dist.world_size} processes; make it a multiple of {dist.world_size}"
+            )
+        self.rank_batch_size = cfg.batch_size // dist.world_size
+        self.micro_batch_size = cfg.micro_batch_size or self.rank_batch_size
+        if self.rank_batch_size % self.micro_batch_size:
+            raise UserError(
+                f"trainer.micro_batch_size={self.micro_batch_size} does not divide the "
+                f"{self.rank_batch_size} sequences each of the {dist.world_size} processes takes "
+                f"of trainer.batch_size={cfg.batch_size}"
+            )
+        self.accumulation = self.rank_batch_size // self.micro_batch_size
         self.model = job.model.to(device)
         for module in self.model.modules():
             if isinstance(module, BlockStack):
                 module.checkpointing = cfg.activation_checkpointing
+        self.tied = distributed.tied_groups(self.model)  # (before FSDP swaps the parameters)
         self.step_model = torch.compile(self.model) if cfg.compile else self.model
+        # ddp / fsdp: the training forward goes through the wrapper (gradient reduction, sharding)
+        self.wrapped = (
+            distributed.wrap(self.model, job.objective, self.step_model, dist, device, cfg.precision)
+            if dist.active
+            else None
+        )
+        if dist.rank > 0:  # the same initial weights everywhere, but each rank its own dropout
+            torch.manual_seed(cfg.seed + 1_000_003 * dist.rank)
         self.optimizer = build_optimizer(self.model, cfg, device)
         self.scheduler = build_scheduler(self.optimizer, cfg)
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
-        self.micro_batch_size = cfg.micro_batch_size or cfg.batch_size
-        self.accumulation = cfg.batch_size // self.micro_batch_size
         self.step = 0
         self.tokens_seen = 0
         self.checkpoints_dir = job.run_dir / "checkpoints"
@@ -170,12 +194,25 @@ class Trainer:
 
     def restore(self, path: Path) -> None:
         """Continue from a checkpoint of this same run: weights, optimizer, schedule, RNG, step."""
-        ckpt.load_weights(self.model, path)
         state = ckpt.load_training_state(path)
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.dist.strategy == "fsdp":
+            weights = ckpt.load_weights_file(path)
+            distributed.load_full_model_state(self.wrapped, weights, self.tied)
+            distributed.load_full_optimizer_state(
+                self.wrapped, self.model, self.optimizer, state["optimizer"]
+            )
+        else:
+            ckpt.load_weights(self.model, path)
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
-        ckpt.set_rng_state(state["rng"])
+        by_rank = state.get("rng_by_rank")
+        if by_rank and len(by_rank) == self.dist.world_size:
+            ckpt.set_rng_state(by_rank[self.dist.rank])
+        else:  # another number of ranks: rank 0's state, each other rank its own dropout seed
+            ckpt.set_rng_state(state["rng"])
+            if self.dist.rank > 0:
+                torch.manual_seed(hash((self.cfg.seed, self.dist.rank, len(by_rank or ()))))
         trainer_state = ckpt.read_checkpoint(path).trainer_state
         self.step = int(trainer_state["step"])
         self.tokens_seen = int(trainer_state.get("tokens_seen", 0))
@@ -185,17 +222,35 @@ class Trainer:
         self.nonfinite_skips = int(trainer_state.get("nonfinite_skips", 0))
 
     def save(self, metrics: dict[str, Any] | None = None) -> Path:
+        """Rank 0 writes the checkpoint (FSDP: the shards gathered first, every rank taking part;
+        each rank's RNG state goes in); every rank returns its path once it is on disk."""
+        if self.dist.strategy == "fsdp":
+            model: nn.Module | dict[str, torch.Tensor] = distributed.full_model_state(
+                self.wrapped, self.tied
+            )
+            optimizer = distributed.full_optimizer_state(self.wrapped, self.model, self.optimizer)
+        else:
+            model, optimizer = self.model, self.optimizer.state_dict()
+        rngs = distributed.gather_objects(ckpt.rng_state())
+        path = None
+        if self.dist.is_main:
+            path = self._write(model, optimizer, rngs, metrics)
+        path = distributed.broadcast_object(path)
+        return path
+
+    def _write(self, model, optimizer: dict, rngs: list, metrics: dict[str, Any] | None) -> Path:
         return ckpt.save_checkpoint(
             self.checkpoints_dir,
             self.step,
-            model=self.model,
+            model=model,
             config_yaml=self.job.config_yaml,
             tokenizer=self.job.tokenizer,
             training_state={
-                "optimizer": self.optimizer.state_dict(),
+                "optimizer": optimizer,
                 "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(),
-                "rng": ckpt.rng_state(),
+                "rng": rngs[0],
+                **({"rng_by_rank": rngs} if len(rngs) > 1 else {}),
             },
             trainer_state={
                 "step": self.step,
@@ -231,6 +286,8 @@ class Trainer:
             self.cfg.seed,
             start_step=self.step,
             max_steps=self.cfg.max_steps,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
             lengths=lengths,
         )
         loader = torch.utils.data.DataLoader(
@@ -252,30 +309,67 @@ class Trainer:
 
     # -- one optimizer step -----------------------------------------------------------------
 
-    def train_step(self, micro_batches: list[Batch]) -> dict[str, torch.Tensor]:
-        """Forward and backward every micro-batch of one global batch, then step.
+    def step_counts(
+        self, micro_batches: list[Batch], stop: bool = False
+    ) -> tuple[dict[str, int], int, bool]:
+        """The global batch's prediction count of each loss term and its tokens, summed over the
+        ranks, and whether any rank was asked to stop: one small all-reduce on the CPU (gloo) per
+        step, from the batches alone, before the forward pass."""
+        terms = self.job.objective.terms
+        values = [0] * (len(terms) + 2)
+        for batch in micro_batches:
+            for term, n in self.job.objective.counts(batch).items():
+                values[terms.index(term)] += int(n)
+            values[-2] += num_tokens(batch)
+        values[-1] = int(stop)
+        if self.dist.world_size > 1:
+            values = distributed.all_reduce_sum(torch.tensor(values, dtype=torch.int64)).tolist()
+        return dict(zip(terms, values)), values[-2], bool(values[-1])
+
+    def train_step(
+        self, micro_batches: list[Batch], counts: dict[str, int] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Forward and backward every micro-batch of this rank's share of one global batch, then
+        step.
 
         Each term's summed loss is divided by the term's prediction count over the whole global
-        batch, so the gradient is that of the global batch's mean loss however it is split.
+        batch (all ranks), so the gradient is that of the global batch's mean loss however it is
+        split over micro-batches and ranks. (DDP and FSDP average gradients over the ranks: the
+        loss is scaled up by the world size to make that average a sum.)
         """
         objective = self.job.objective
-        counts = {term: 0 for term in objective.terms}
-        for batch in micro_batches:
-            for term, n in objective.counts(batch).items():
-                counts[term] += int(n)
+        if counts is None:
+            counts = self.step_counts(micro_batches)[0]
         self.model.train()
+        scale = self.dist.world_size if self.dist.active else 1
         sums = {term: torch.zeros((), device=self.device) for term in objective.terms}
-        for batch in micro_batches:
+        last = len(micro_batches) - 1
+        for i, batch in enumerate(micro_batches):
             batch = self._to_device(batch)
-            with autocast_context(self.device, self.cfg.precision):
-                terms = objective(self.step_model, batch)
-            loss = sum(terms[t].loss_sum / max(counts[t], 1) for t in objective.terms)
-            self.scaler.scale(loss).backward()
+            with (
+                distributed.gradient_sync(self.wrapped, self.dist, sync=i == last)
+                if self.wrapped is not None
+                else contextlib.nullcontext()
+            ):
+                with autocast_context(self.device, self.cfg.precision):
+                    if self.wrapped is not None:
+                        terms = self.wrapped(batch)
+                    else:
+                        terms = objective(self.step_model, batch)
+                loss = sum(terms[t].loss_sum / max(counts[t], 1) for t in objective.terms)
+                if scale != 1:
+                    loss = loss * scale
+                self.scaler.scale(loss).backward()
             for term in objective.terms:
                 sums[term] += terms[term].loss_sum.detach()
+        if self.dist.world_size > 1:  # the global batch's loss on every rank
+            summed = distributed.all_reduce_sum(torch.stack([sums[t] for t in objective.terms]))
+            sums = dict(zip(objective.terms, summed.unbind()))
         self.scaler.unscale_(self.optimizer)
         max_norm = self.cfg.grad_clip if self.cfg.grad_clip > 0 else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        grad_norm = distributed.local_value(
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        )
         out = {f"{t}_loss": sums[t] / max(counts[t], 1) for t in objective.terms}
         out["loss"] = sum(out[f"{t}_loss"] for t in objective.terms)
         out["grad_norm"] = grad_norm
@@ -346,21 +440,33 @@ class Trainer:
 
     # -- evaluation -------------------------------------------------------------------------
 
-    @torch.inference_mode()
     def evaluate(
         self, predictions_path: Path | None = None, split: str = "valid"
     ) -> dict[str, float]:
         """Mean loss over the validation examples, with the objective's accuracy and perplexity
         (fixed masks), or a task's own metrics (`start_eval` / `eval_batch` / `end_eval`)."""
+        # FSDP keeps the root's gathered weights after a forward, for training to reuse: they
+        # must not be inference tensors.
+        no_grad = torch.no_grad if self.dist.strategy == "fsdp" else torch.inference_mode
+        with no_grad():
+            return self._evaluate(predictions_path, split)
+
+    def _evaluate(self, predictions_path: Path | None, split: str) -> dict[str, float]:
         objective = self.job.objective
         data = self.job.valid_data
         is_task = hasattr(objective, "eval_batch")
+        d = self.dist
         if is_task:
-            objective.start_eval(predictions_path, split)
+            objective.start_eval(predictions_path if d.is_main else None, split)
         keys = [(0, i) for i in range(len(data))]
         batch_size = self.micro_batch_size
         if self.cfg.eval_batches:
             keys = keys[: self.cfg.eval_batches * batch_size]
+        # DDP: each rank scores its share and the sums are added up. A task's metrics (F1, BLEU)
+        # need all predictions, and FSDP needs every rank in every forward: those run everything.
+        shard = d.strategy == "ddp" and d.world_size > 1 and not is_task
+        if shard:
+            keys = keys[d.rank :: d.world_size]
         was_training = self.model.training
         self.model.eval()
         loss_sums = dict.fromkeys(objective.terms, 0.0)
@@ -371,12 +477,23 @@ class Trainer:
             for term, n in objective.counts(batch).items():
                 counts[term] += int(n)
             with autocast_context(self.device, self.cfg.precision):
-                run = objective.eval_batch if is_task else objective
-                terms = run(self.step_model, self._to_device(batch))
+                if d.strategy == "fsdp":  # through the root, which gathers the sharded weights
+                    terms = self.wrapped(self._to_device(batch), "eval_batch" if is_task else None)
+                else:
+                    run = objective.eval_batch if is_task else objective
+                    terms = run(self.step_model, self._to_device(batch))
             for term, result in terms.items():
                 loss_sums[term] += float(result.loss_sum)
                 correct[term] += float(result.correct)
         self.model.train(was_training)
+        if shard:
+            names = list(objective.terms)
+            totals = torch.tensor(
+                [[loss_sums[t], correct[t], counts[t]] for t in names], dtype=torch.float64
+            )
+            totals = distributed.all_reduce_sum(totals).tolist()
+            for t, (loss_sum, right, n) in zip(names, totals):
+                loss_sums[t], correct[t], counts[t] = loss_sum, right, int(n)
         metrics: dict[str, float] = {}
         for term in objective.terms:
             n = max(counts[term], 1)
@@ -389,7 +506,8 @@ class Trainer:
         if objective.perplexity_term:
             ppl_loss = metrics[f"{split}/{objective.perplexity_term}_loss"]
             metrics[f"{split}/ppl"] = math.exp(min(ppl_loss, 50.0))
-        return metrics
+        # Rank 0's figures everywhere: every rank then takes the same best/early-stop decisions.
+        return distributed.broadcast_object(metrics)
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -416,14 +534,17 @@ class Trainer:
         stopped = False
         with (
             StopRequested() as stop,
-            TrainingProgress(cfg.max_steps, self.step, cfg.progress) as bar,
+            TrainingProgress(cfg.max_steps, self.step, cfg.progress and self.dist.is_main) as bar,
         ):
             while self.step < cfg.max_steps:
                 micro_batches = [next(batches) for _ in range(self.accumulation)]
-                tokens = sum(num_tokens(b) for b in micro_batches)
-                window["flops"] += self._flops(micro_batches)
+                counts, tokens, stop_any = self.step_counts(micro_batches, stop.requested)
+                # One process stops at the step the signal came in; several agree on it first (a
+                # signal seen by any rank before this step stops all of them after it).
+                stop_now = stop.requested if self.dist.world_size == 1 else stop_any
+                window["flops"] += self._flops(micro_batches)  # this rank's: MFU per device
                 lr = self.scheduler.get_last_lr()[0]
-                out = self.train_step(micro_batches)
+                out = self.train_step(micro_batches, counts)
                 finite = out.pop("finite")  # on the device: no sync here
                 self.step += 1
                 self.tokens_seen += tokens
@@ -468,14 +589,14 @@ class Trainer:
                 patience = self.job.early_stopping_patience
                 out_of_patience = bool(patience) and self.evals_since_best >= patience
                 periodic = cfg.save_every and self.step % cfg.save_every == 0
-                if done or stop.requested or periodic or improved or out_of_patience:
+                if done or stop_now or periodic or improved or out_of_patience:
                     self.resolve_pending_check()  # never save past an unchecked step
                     save_start = time.perf_counter()
                     path = self.save(last_valid if last_valid.get("step") == self.step else None)
-                    if improved:
+                    if improved and self.dist.is_main:
                         ckpt.point_link(self.checkpoints_dir / "best", path.name)
                     window["time"] += time.perf_counter() - save_start
-                    if stop.requested and not done:
+                    if stop_now and not done:
                         bar.note(f"Saved {path}; resume with resume=auto in this run directory.")
                         stopped = True
                         break

@@ -398,12 +398,31 @@ def test_ranks_split_the_global_batch() -> None:
         assert not set(parts[0]) & set(parts[1])
 
 
+def test_micro_batches_are_the_same_on_any_number_of_ranks() -> None:
+    # 4 micro-batches of 4 per step: one process runs all four, 2 ranks two each, 4 ranks one.
+    def micro_batches(world_size: int) -> list[list[list[tuple[int, int]]]]:
+        samplers = [
+            StepSampler(37, 16, 4, seed=3, max_steps=6, rank=r, world_size=world_size)
+            for r in range(world_size)
+        ]
+        return [
+            sorted(mb for sampler in samplers for mb in sampler.step_micro_batches(step))
+            for step in range(6)
+        ]
+
+    single = micro_batches(1)
+    assert micro_batches(2) == single
+    assert micro_batches(4) == single
+    with pytest.raises(ValueError, match="do not split evenly"):
+        StepSampler(37, 16, 4, seed=3, rank=0, world_size=3)
+
+
 def test_every_example_once_per_epoch_across_epoch_boundaries() -> None:
     num_examples, batch_size = 10, 4  # epochs end in the middle of steps 2, 7, ...
     keys = [
         k
         for step in steps_of(StepSampler(num_examples, batch_size, 3, 0, max_steps=15))
-        for k in step
+        for k in sorted(step)  # (a step's micro-batches interleave its positions)
     ]
     assert len(keys) == 60
     epochs = [k[0] for k in keys]
