@@ -119,7 +119,9 @@ class Trainer:
         self.step_model = torch.compile(self.model) if cfg.compile else self.model
         # ddp / fsdp: the training forward goes through the wrapper (gradient reduction, sharding)
         self.wrapped = (
-            distributed.wrap(self.model, job.objective, self.step_model, dist, device, cfg.precision)
+            distributed.wrap(
+                self.model, job.objective, self.step_model, dist, device, cfg.precision
+            )
             if dist.active
             else None
         )
