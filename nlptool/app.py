@@ -304,16 +304,20 @@ def fit(trainer: Trainer, start: RunStart) -> tuple[dict[str, Any], float]:
 
 
 def stopped_by_signal(stop: TrainingInterrupted, slurm_requeue: bool) -> None:
-    """After a signal stopped training (the checkpoint is saved): requeue a SLURM job that got its
-    time-limit warning (SIGUSR1), then exit with 128 + the signal number, as a shell reports a
-    process ended by that signal, so scripts and schedulers do not take the run for finished."""
+    """After a signal stopped training (the checkpoint is saved): hand the signal on to the handler
+    training stood in for (in a job of Hydra's submitit launcher, submitit's: it requeues the job
+    and exits), or requeue a SLURM job that got its time-limit warning (SIGUSR1/2) ourselves;
+    then exit with 128 + the signal number, as a shell reports a process ended by that signal, so
+    scripts and schedulers do not take the run for finished."""
     name = signal.Signals(stop.signum).name
     console.print(
         f"Training stopped at step {stop.step} on {name}; checkpoint {stop.path}. Run the same "
         "command in the same run directory to continue (resume=auto)."
     )
     job = signals.slurm_job_id()
-    if stop.signum == signal.SIGUSR1 and job and slurm_requeue:
+    if stop.previous is not None:
+        stop.previous(stop.signum, None)
+    elif stop.signum in signals.REQUEUE_SIGNALS and job and slurm_requeue:
         signals.slurm_requeue(job)
     raise SystemExit(128 + stop.signum)
 

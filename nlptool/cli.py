@@ -105,6 +105,28 @@ def check_override_keys(verb: str, args: list[str]) -> str | None:
     return None
 
 
+def check_launcher(args: list[str]) -> str | None:
+    """A message when hydra/launcher=slurm cannot work here: the plugin or SLURM is missing."""
+    import importlib.util
+    import shutil
+
+    launcher = next((a.split("=", 1)[1] for a in args if a.startswith("hydra/launcher=")), None)
+    if launcher not in ("slurm", "submitit_slurm"):
+        return None
+    if importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None:
+        return (
+            f"hydra/launcher={launcher} needs Hydra's submitit launcher: "
+            "pip install 'nlptool[slurm]' (hydra-submitit-launcher)."
+        )
+    if shutil.which("sbatch") is None or shutil.which("srun") is None:
+        return (
+            f"hydra/launcher={launcher} submits SLURM jobs, but sbatch and srun are not on this "
+            "machine's PATH: run the command on a login node of the cluster (and -m, which the "
+            "launcher needs: nlptool pretrain -m hydra/launcher=slurm ...)."
+        )
+    return None
+
+
 # -- the verbs ---------------------------------------------------------------------------------
 
 
@@ -151,7 +173,7 @@ def _run_verb(verb: str, args: list[str]) -> None:
     from nlptool.errors import UserError
 
     args = _task_choice(verb, args)
-    message = check_override_keys(verb, args)
+    message = check_override_keys(verb, args) or check_launcher(args)
     if message:
         _print_error(message)
         sys.exit(2)

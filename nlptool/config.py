@@ -224,8 +224,9 @@ class TrainerConfig:
     tf32: bool = True
     """CUDA: fp32 matmuls and convolutions on TF32 tensor cores (torch "high" precision)."""
     slurm_requeue: bool = True
-    """Inside a SLURM job, SIGUSR1 (the time-limit warning of `#SBATCH --signal=USR1@120`) saves,
-    stops and requeues the job (scontrol requeue); the requeued run resumes with resume=auto."""
+    """Inside a SLURM job, SIGUSR1 or SIGUSR2 (the time-limit warning of `#SBATCH
+    --signal=USR1@120`) saves, stops and requeues the job (scontrol requeue; in jobs of
+    hydra/launcher=slurm submitit does it); the requeued run resumes with resume=auto."""
     deterministic: bool = False
     """Deterministic kernels (torch.use_deterministic_algorithms): identical reruns, slower."""
     strategy: str = "auto"
@@ -439,10 +440,13 @@ def run_start(pattern: str) -> str:
     return _RUN_START[0].strftime(pattern)
 
 
+# At import: a job of Hydra's submitit launcher resolves the run directory in a process that
+# unpickles the task (importing nlptool) but never calls register_configs.
+OmegaConf.register_new_resolver("run_start", run_start, use_cache=True, replace=True)
+
+
 def register_configs() -> None:
-    """Put the schemas in Hydra's ConfigStore, under the names the verb YAMLs list first, and
-    register the `run_start` resolver of their run directories."""
-    OmegaConf.register_new_resolver("run_start", run_start, use_cache=True, replace=True)
+    """Put the schemas in Hydra's ConfigStore, under the names the verb YAMLs list first."""
     store = ConfigStore.instance()
     store.store(name="pretrain_schema", node=PretrainConfig)
     store.store(name="finetune_schema", node=FinetuneConfig)

@@ -57,12 +57,24 @@ SINGLE = Dist()
 
 
 def launched() -> tuple[int, int, int]:
-    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) without it."""
+    """(rank, world size, local rank) from torchrun's environment, or from SLURM's in a job of
+    Hydra's submitit launcher with several tasks; (0, 1, 0) in a lone process."""
+    if "RANK" not in os.environ and _submitit_tasks() > 1:
+        from submitit.helpers import TorchDistributedEnvironment
+
+        # RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR (the first node), MASTER_PORT (from the job id)
+        TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
     return (
         int(os.environ.get("RANK", 0)),
         int(os.environ.get("WORLD_SIZE", 1)),
         int(os.environ.get("LOCAL_RANK", 0)),
     )
+
+
+def _submitit_tasks() -> int:
+    if os.environ.get("SUBMITIT_EXECUTOR") != "slurm":
+        return 0
+    return int(os.environ.get("SLURM_NTASKS", 1))
 
 
 def _backend() -> str:

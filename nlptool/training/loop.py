@@ -611,16 +611,18 @@ class Trainer:
         self.resolve_pending_check()
         self.history["end"] = last_valid or {"step": self.step}
         if stopped:
-            raise TrainingInterrupted(self.step, stop.signum or signal.SIGTERM, path)
+            signum = stop.signum or signal.SIGTERM  # (a rank told by another)
+            raise TrainingInterrupted(self.step, signum, path, stop.previous_handler(signum))
         return self.history
 
 
 class TrainingInterrupted(Exception):
     """Training stopped early on a signal, after saving the checkpoint `path`."""
 
-    def __init__(self, step: int, signum: int, path: Path) -> None:
+    def __init__(self, step: int, signum: int, path: Path, previous: Any = None) -> None:
         super().__init__(f"stopped at step {step} on {signal.Signals(signum).name}")
         self.step, self.signum, self.path = step, signum, path
+        self.previous = previous  # the signal's handler before training took it over
 
 
 def make_collate(fn: Callable, **kwargs: Any) -> Callable[[list[dict]], Batch]:

@@ -16,10 +16,12 @@ from typing import Any
 
 from nlptool.training.logging import console
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 """Signals that make the loop finish the current step, save a checkpoint and stop: Ctrl-C, the
 scheduler's pre-emption (SIGTERM), and the warning a cluster job asks for before its time limit
-(SIGUSR1, e.g. `#SBATCH --signal=USR1@120`)."""
+(SIGUSR1, e.g. `#SBATCH --signal=USR1@120`; SIGUSR2 in jobs of Hydra's submitit launcher)."""
+REQUEUE_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
+"""Time-limit warnings: inside SLURM, the job is requeued after the save."""
 
 
 class StopRequested:
@@ -42,6 +44,14 @@ class StopRequested:
     def __exit__(self, *exc: Any) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+    def previous_handler(self, signum: int) -> Any:
+        """The Python handler this one stood in for (submitit's requeue handler in its jobs), or
+        None for the default action."""
+        handler = self._previous.get(signum)
+        if callable(handler) and handler is not signal.default_int_handler:
+            return handler
+        return None
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.requested and signum == signal.SIGINT:

@@ -211,8 +211,8 @@ def test_nonfinite_skip_counts_logs_and_goes_on(tmp_path, on_device):
     snapshots = []
     original = trainer.train_step
 
-    def step_and_snapshot(micro):
-        out = original(micro)
+    def step_and_snapshot(micro, *args):
+        out = original(micro, *args)
         snapshots.append(params(trainer.model))
         return out
 
