@@ -553,7 +553,8 @@ def evaluate(cfg_dict: DictConfig) -> dict[str, Any]:
     cfg = check_config(cfg_dict)
     run_dir = run_dir_now()
     device = resolve_device(cfg.trainer.device)
-    data = prepare_data(cfg, TextTokenizer.load(path))
+    with distributed.main_first():
+        data = prepare_data(cfg, TextTokenizer.load(path))
     model = build_model(model_config_for(cfg, data.tokenizer))
     ckpt.load_weights(model, path)
     job = TrainingJob(
@@ -569,7 +570,8 @@ def evaluate(cfg_dict: DictConfig) -> dict[str, Any]:
     metrics = Trainer(cfg.trainer, job, device).evaluate(split=cfg_dict.split)
     result = {cfg_dict.split: {k.split("/", 1)[1]: v for k, v in metrics.items()}}
     result["checkpoint"] = str(path)
-    (run_dir / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+    if distributed.is_main_process():
+        (run_dir / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
     console.print(metrics_table(f"Evaluation of {path}", {cfg_dict.split: metrics}))
     console.print(f"Wrote {run_dir / 'eval.json'}")
     return result
@@ -603,7 +605,8 @@ def evaluate_task(cfg_dict: DictConfig, path: Path, saved: DictConfig, touched: 
     run_dir = run_dir_now()
     device = resolve_device(cfg.trainer.device)
     labels = list(cfg.task.labels or [])
-    tokenizer, task, data = prepare_task(cfg, TextTokenizer.load(path), (split,))
+    with distributed.main_first():
+        tokenizer, task, data = prepare_task(cfg, TextTokenizer.load(path), (split,))
     task.labels = labels or task.labels
     model = task.build_model(model_config_for(cfg, tokenizer))
     ckpt.load_weights(model, path)
@@ -618,9 +621,12 @@ def evaluate_task(cfg_dict: DictConfig, path: Path, saved: DictConfig, touched: 
         run_dir=run_dir,
     )
     predictions = run_dir / "predictions.jsonl"
-    metrics = Trainer(cfg.trainer, job, device).evaluate(predictions, split)
+    # (under torchrun every rank evaluates everything; rank 0 writes)
+    main = distributed.is_main_process()
+    metrics = Trainer(cfg.trainer, job, device).evaluate(predictions if main else None, split)
     result = {split: {k.split("/", 1)[1]: v for k, v in metrics.items()}, "checkpoint": str(path)}
-    (run_dir / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+    if main:
+        (run_dir / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
     console.print(metrics_table(f"{cfg.task.name} on {split} ({path})", {split: metrics}))
     console.print(f"Wrote {run_dir / 'eval.json'} and {predictions}")
     return result

@@ -129,6 +129,11 @@ def device_for(name: str, d: Dist) -> torch.device:
     return device
 
 
+def is_main_process() -> bool:
+    """Rank 0, or the only process (writes files that every rank could write)."""
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
 def barrier() -> None:
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.barrier()
@@ -217,7 +222,7 @@ def wrap(
     if d.strategy == "ddp":
         from torch.nn.parallel import DistributedDataParallel
 
-        ids = [device.index] if device.type == "cuda" else None
+        ids = [device.index or torch.cuda.current_device()] if device.type == "cuda" else None
         # Unused parameters are common (the NSP head under objective=mlm): DDP looks for them.
         return DistributedDataParallel(step, device_ids=ids, find_unused_parameters=True)
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
