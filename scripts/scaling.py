@@ -50,7 +50,8 @@ def run(nproc: int, threads: int, args: argparse.Namespace, workdir: Path) -> di
         f"hydra.run.dir={run_dir}",
         *args.overrides,
     ]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(threads)}
+    per_process = max(1, threads // nproc)  # (torchrun keeps an OMP_NUM_THREADS it is given)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(per_process)}
     if nproc == 1:
         cmd = [sys.executable, "-m", "nlptool", "pretrain", *overrides]
     else:
@@ -65,7 +66,7 @@ def run(nproc: int, threads: int, args: argparse.Namespace, workdir: Path) -> di
     total = statistics.median(speeds)
     return {
         "processes": nproc,
-        "threads_per_process": threads // nproc if nproc > 1 else threads,
+        "threads_per_process": per_process,
         "tokens_per_s": total,
         "tokens_per_s_per_process": total / nproc,
         "last_loss": train[-1]["train/loss"],
