@@ -411,6 +411,77 @@ def convert(cfg_dict: DictConfig) -> Path:
     return out
 
 
+def generate(cfg_dict: DictConfig) -> list[str]:
+    """nlptool generate: continue the prompt with a causal LM, streaming the text to stdout."""
+    import sys
+
+    from nlptool.config import GenerateConfig
+    from nlptool.interop.convert import resolve_model_source
+    from nlptool.models.sampling import Sampling
+    from nlptool.models.sampling import generate as generate_tokens
+
+    console.stderr = True  # stdout carries the generated text alone (pipe it anywhere)
+    try:
+        cfg: GenerateConfig = OmegaConf.to_object(cfg_dict)  # type: ignore[assignment]
+        cfg.validate()
+    except ValueError as err:
+        raise UserError(f"Invalid config: {err}") from None
+    cache = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else nlptool_cache_dir()
+    path = resolve_model_source(str(cfg.checkpoint), "checkpoint", cache)
+    saved = OmegaConf.create(ckpt.read_checkpoint(path).config_yaml)
+    if saved.model.arch != "gpt" or saved.get("task") is not None:
+        what = f"fine-tuned on {saved.task.name}" if saved.get("task") else saved.model.arch
+        raise UserError(
+            f"checkpoint={path} is not a causal language model ({what}): nlptool generate needs "
+            "a gpt* checkpoint pretrained with objective=clm, or a Hugging Face GPT-2"
+        )
+    model_cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig), saved.model))
+    tokenizer = TextTokenizer.load(path)
+    device = resolve_device(cfg.device)
+    model = build_model(model_cfg)
+    ckpt.load_weights(model, path)
+    model.to(device).eval()
+    eos = tokenizer.ids.get("eos")
+    prompt = tokenizer.encode_batch([cfg.prompt])[0] if cfg.prompt else []
+    if not prompt:
+        prompt = [tokenizer.require("eos", "an empty prompt")]
+    room = model_cfg.max_seq_len - 1
+    if len(prompt) > room:
+        console.print(
+            f"[yellow]The prompt has {len(prompt)} tokens; the model sees {model_cfg.max_seq_len}"
+            f" positions: generating after its last {room}.[/]"
+        )
+        prompt = prompt[-room:]
+    sampling = Sampling(cfg.temperature, cfg.top_k, cfg.top_p)
+    generator = torch.Generator(device).manual_seed(cfg.seed)
+    out, texts = sys.stdout, []
+    for sample in range(cfg.num_samples):
+        if sample:
+            out.write("\n" + "-" * 40 + "\n")
+        out.write(cfg.prompt)
+        out.flush()
+        ids: list[int] = []
+        shown = ""
+        started = time.perf_counter()
+        for token in generate_tokens(model, prompt, cfg.max_new_tokens, sampling, eos, generator):
+            ids.append(token)
+            text = tokenizer.decode(ids)
+            if cfg.stream and not text.endswith("\ufffd"):  # (not in the middle of a character)
+                out.write(text[len(shown) :])
+                out.flush()
+                shown = text
+        text = tokenizer.decode(ids)
+        out.write(text[len(shown) :] + "\n")
+        out.flush()
+        texts.append(text)
+        seconds = time.perf_counter() - started
+        print(
+            f"[{len(ids)} tokens in {seconds:.2f}s, {len(ids) / max(seconds, 1e-9):.1f} tokens/s]",
+            file=sys.stderr,
+        )
+    return texts
+
+
 def pretrain(cfg_dict: DictConfig) -> dict[str, Any]:
     return train_from_config(cfg_dict)
 

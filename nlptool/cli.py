@@ -14,6 +14,7 @@ VERBS = {
     "finetune": "Continue training from a checkpoint (init=PATH) on new data.",
     "eval": "Evaluate a checkpoint (checkpoint=PATH) on validation data; writes eval.json.",
     "convert": "Convert between Hugging Face and nlptool (src=PATH out=PATH to=nlptool|hf).",
+    "generate": "Continue a prompt with a causal LM (checkpoint=PATH prompt=TEXT).",
 }
 
 USAGE = """usage: nlptool <verb> [key=value ...] [--cfg job] [-m] [--help]
@@ -51,13 +52,20 @@ def _print_error(message: str) -> None:
 
 
 def _schema(verb: str) -> Any:
-    from nlptool.config import ConvertConfig, EvalConfig, FinetuneConfig, PretrainConfig
+    from nlptool.config import (
+        ConvertConfig,
+        EvalConfig,
+        FinetuneConfig,
+        GenerateConfig,
+        PretrainConfig,
+    )
 
     return {
         "pretrain": PretrainConfig,
         "finetune": FinetuneConfig,
         "eval": EvalConfig,
         "convert": ConvertConfig,
+        "generate": GenerateConfig,
     }[verb]
 
 
@@ -77,7 +85,12 @@ def check_override_keys(verb: str, args: list[str]) -> str | None:
         key, value = arg.lstrip("+").split("=", 1)
         if key.startswith("hydra") or key.startswith("/"):
             continue
-        if key in groups and verb != "convert" and "," not in value and value not in ("null", ""):
+        if (
+            key in groups
+            and verb not in ("convert", "generate")
+            and "," not in value
+            and value not in ("null", "")
+        ):
             options = sorted(p.stem for p in groups[key].glob("*.yaml"))
             if value not in options:
                 close = difflib.get_close_matches(value, options, n=1)
@@ -184,6 +197,7 @@ def _run_verb(verb: str, args: list[str]) -> None:
         "finetune": app.finetune,
         "eval": app.evaluate,
         "convert": app.convert,
+        "generate": app.generate,
     }[verb]
 
     def run(cfg) -> None:

@@ -423,6 +423,42 @@ class ConvertConfig:
         _check(bool(self.out), "nlptool convert needs out=<folder to write>")
 
 
+@dataclass
+class GenerateConfig:
+    """`nlptool generate`: continue a prompt with a causal LM checkpoint (gpt*)."""
+
+    checkpoint: str | None = None
+    """A causal-LM checkpoint: an nlptool checkpoint or run folder, a Hugging Face GPT-2 folder,
+    or hf:<name>."""
+    prompt: str = ""
+    """The text to continue ("" starts from the end-of-text token)."""
+    max_new_tokens: int = 100
+    temperature: float = 1.0
+    """Divides the scores before sampling; 0 is greedy (always the most likely token)."""
+    top_k: int = 0
+    """Sample among the k most likely tokens only (0: all)."""
+    top_p: float = 1.0
+    """Sample among the most likely tokens whose probabilities add up to top_p (1: all)."""
+    seed: int = 1234
+    """Seeds the sampling: the same seed, the same text."""
+    num_samples: int = 1
+    """Continuations to write, one after the other (each from the same prompt)."""
+    device: str = "auto"
+    stream: bool = True
+    """Print tokens as they are chosen; false: print each continuation when complete."""
+    cache_dir: str | None = None
+    """Where Hugging Face imports are kept (default: the nlptool cache)."""
+
+    def validate(self) -> None:
+        _check(bool(self.checkpoint), "nlptool generate needs checkpoint=<a gpt checkpoint>")
+        _check(self.max_new_tokens >= 1, "max_new_tokens must be >= 1")
+        _check(self.temperature >= 0, f"temperature={self.temperature}: must be >= 0 (0: greedy)")
+        _check(self.top_k >= 0, f"top_k={self.top_k}: must be >= 0 (0: no cut)")
+        _check(0 < self.top_p <= 1, f"top_p={self.top_p}: must be in (0, 1]")
+        _check(self.num_samples >= 1, "num_samples must be >= 1")
+        _check(self.device in DEVICES, f"device={self.device!r}: expected one of {DEVICES}")
+
+
 _RUN_START: list[datetime.datetime] = []
 
 
@@ -452,6 +488,7 @@ def register_configs() -> None:
     store.store(name="finetune_schema", node=FinetuneConfig)
     store.store(name="eval_schema", node=EvalConfig)
     store.store(name="convert_schema", node=ConvertConfig)
+    store.store(name="generate_schema", node=GenerateConfig)
 
 
 def check_config(cfg: DictConfig) -> Any:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from nlptool.models.config import ModelConfig
-from nlptool.models.layers import BlockStack, PreLNBlock, init_weights, sdpa_mask
+from nlptool.models.layers import BlockStack, KVCache, PreLNBlock, init_weights, sdpa_mask
 
 
 class GPTForCausalLM(nn.Module):
@@ -65,6 +65,28 @@ class GPTForCausalLM(nn.Module):
         x = x + self.position_embeddings.weight[:T]  # (T, C): positions 0..T-1, broadcast
         x = self.dropout(x)
         x = self.layers(x, attn_mask)  # (B, T, C)
+        return self.final_norm(x)
+
+    def new_cache(self) -> list[KVCache]:
+        """Empty key/value caches, one per block, for `forward_cached`."""
+        return [KVCache() for _ in self.layers]
+
+    def forward_cached(self, input_ids: torch.Tensor, cache: list[KVCache]) -> torch.Tensor:
+        """Incremental decoding: input_ids (B, T) at positions cache[0].length and on, after the
+        tokens whose keys and values `cache` holds (they are appended) -> (B, T, C) hidden
+        states, as `forward` gives for those positions of the whole sequence. A decoding step
+        feeds one token: its cost does not grow with the length already generated (beyond
+        attention reading the cache)."""
+        past, T = cache[0].length, input_ids.shape[1]
+        if past + T > self.cfg.max_seq_len:
+            raise ValueError(
+                f"{past + T} tokens are more than model.max_seq_len={self.cfg.max_seq_len}"
+            )
+        x = self.token_embeddings(input_ids)  # (B, T, C)
+        x = x + self.position_embeddings.weight[past : past + T]  # (T, C)
+        x = self.dropout(x)
+        for block, layer_cache in zip(self.layers, cache):
+            x = block.forward_cached(x, layer_cache)  # (B, T, C)
         return self.final_norm(x)
 
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:

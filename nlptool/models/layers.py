@@ -230,6 +230,11 @@ class PreLNBlock(nn.Module):
         x = x + self.attn(self.attn_norm(x), attn_mask)
         return x + self.mlp(self.mlp_norm(x))
 
+    def forward_cached(self, x: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Incremental decoding (causal blocks): new tokens x (B, T, C) after those in `cache`."""
+        x = x + self.attn.forward_cached(self.attn_norm(x), cache)
+        return x + self.mlp(self.mlp_norm(x))
+
 
 class BlockStack(nn.ModuleList):
     """The blocks of an encoder or decoder, run in order. With `checkpointing` on (set by
