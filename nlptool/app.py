@@ -411,6 +411,30 @@ def convert(cfg_dict: DictConfig) -> Path:
     return out
 
 
+def cache_dir_for_path() -> Path:
+    return nlptool_cache_dir()
+
+
+def task_model_from_checkpoint(path: Path) -> tuple[Any, torch.nn.Module, DictConfig]:
+    """A fine-tuned checkpoint's task (with its labels and tokenizer) and its model, loaded."""
+    from nlptool.tasks import build_task
+
+    saved = OmegaConf.create(ckpt.read_checkpoint(path).config_yaml)
+    if saved.get("task") is None:
+        raise UserError(
+            f"checkpoint={path} was pretrained, not fine-tuned on a task: predictions need a "
+            "fine-tuned checkpoint (nlptool finetune task=... init=...)"
+        )
+    task_cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TaskConfig), saved.task))
+    task = build_task(task_cfg)
+    task.set_tokenizer(TextTokenizer.load(path))
+    task.labels = list(task_cfg.labels or [])
+    model_cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig), saved.model))
+    model = task.build_model(model_cfg)
+    ckpt.load_weights(model, path)
+    return task, model, saved
+
+
 def generate(cfg_dict: DictConfig) -> list[str]:
     """nlptool generate: continue the prompt with a causal LM, streaming the text to stdout."""
     import sys
@@ -480,6 +504,12 @@ def generate(cfg_dict: DictConfig) -> list[str]:
             file=sys.stderr,
         )
     return texts
+
+
+def predict(cfg_dict: DictConfig) -> list[dict[str, Any]]:
+    from nlptool.predict import predict as run_predict
+
+    return run_predict(cfg_dict)
 
 
 def pretrain(cfg_dict: DictConfig) -> dict[str, Any]:

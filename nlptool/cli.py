@@ -15,6 +15,7 @@ VERBS = {
     "eval": "Evaluate a checkpoint (checkpoint=PATH) on validation data; writes eval.json.",
     "convert": "Convert between Hugging Face and nlptool (src=PATH out=PATH to=nlptool|hf).",
     "generate": "Continue a prompt with a causal LM (checkpoint=PATH prompt=TEXT).",
+    "predict": "A fine-tuned model's predictions for new records (checkpoint=PATH input=FILE|-).",
     "models": "List the model presets (model=...) with their shapes and parameter counts.",
 }
 
@@ -60,6 +61,7 @@ def _schema(verb: str) -> Any:
         GenerateConfig,
         PretrainConfig,
     )
+    from nlptool.predict import PredictConfig
 
     return {
         "pretrain": PretrainConfig,
@@ -67,6 +69,7 @@ def _schema(verb: str) -> Any:
         "eval": EvalConfig,
         "convert": ConvertConfig,
         "generate": GenerateConfig,
+        "predict": PredictConfig,
     }[verb]
 
 
@@ -88,7 +91,7 @@ def check_override_keys(verb: str, args: list[str]) -> str | None:
             continue
         if (
             key in groups
-            and verb not in ("convert", "generate")
+            and verb not in ("convert", "generate", "predict")
             and "," not in value
             and value not in ("null", "")
         ):
@@ -199,6 +202,7 @@ def _run_verb(verb: str, args: list[str]) -> None:
         "eval": app.evaluate,
         "convert": app.convert,
         "generate": app.generate,
+        "predict": app.predict,
     }[verb]
 
     def run(cfg) -> None:

@@ -489,6 +489,9 @@ def register_configs() -> None:
     store.store(name="eval_schema", node=EvalConfig)
     store.store(name="convert_schema", node=ConvertConfig)
     store.store(name="generate_schema", node=GenerateConfig)
+    from nlptool.predict import PredictConfig
+
+    store.store(name="predict_schema", node=PredictConfig)
 
 
 def check_config(cfg: DictConfig) -> Any:

@@ -103,6 +103,44 @@ class TaskBase:
             self._sink.close()
             self._sink = None
 
+    def collect_predictions(self) -> list[dict[str, Any]]:
+        """After start_eval: keep the prediction records in a list (returned) instead of a file."""
+        records: list[dict[str, Any]] = []
+
+        class Collector:
+            def write(self, line: str) -> None:
+                records.append(json.loads(line))
+
+            def close(self) -> None:
+                pass
+
+        self._sink = Collector()
+        return records
+
+    # -- nlptool predict: the user's records in, the task's answers out ---------------------
+
+    def inputs_to_raw(self, records: list[dict[str, Any]], where: list[str]) -> datasets.Dataset:
+        """The user's input records (JSON objects) as this task's raw split, gold fields filled
+        with placeholders (predict runs the evaluation path and drops them)."""
+        raise NotImplementedError
+
+    def prediction_fields(
+        self, evaluated: dict[str, Any], record: dict[str, Any]
+    ) -> dict[str, Any]:
+        """From one evaluation record (as in predictions.jsonl) the fields predict adds to the
+        user's input record."""
+        raise NotImplementedError
+
+
+def text_field(record: dict[str, Any], where: str, *names: str) -> str:
+    """The first of `names` the record has as a string; a UserError naming them otherwise."""
+    for name in names:
+        value = record.get(name)
+        if isinstance(value, str):
+            return value
+    wanted = " or ".join(f'"{n}"' for n in names)
+    raise UserError(f"{where}: expected a {wanted} string field, found keys {sorted(record)}")
+
 
 SPLIT_KEYS = {"train": "task.train_file", "valid": "task.valid_file", "test": "task.test_file"}
 

@@ -22,7 +22,7 @@ from nlptool.errors import UserError
 from nlptool.models.bert import BertForSequenceClassification
 from nlptool.models.config import ModelConfig
 from nlptool.objectives.base import LossTerm
-from nlptool.tasks.base import TaskBase, TaskExamples, read_columns
+from nlptool.tasks.base import TaskBase, TaskExamples, read_columns, text_field
 from nlptool.tasks.metrics import ClassificationMetrics, RegressionMetrics
 
 
@@ -98,6 +98,23 @@ class SequenceClassificationTask(TaskBase):
                 f"{where}: unknown label {label!r}; the known labels are "
                 f"{', '.join(map(repr, self.labels))} (set task.labels to change them)"
             ) from None
+
+    def inputs_to_raw(self, records: list[dict[str, Any]], where: list[str]) -> datasets.Dataset:
+        placeholder = "0" if self.regression else self.labels[0]
+        rows: dict[str, list] = {"text": [], "text_pair": [], "label": [], "where": []}
+        for record, at in zip(records, where):
+            rows["text"].append(text_field(record, at, "text"))
+            rows["text_pair"].append(text_field(record, at, "text_pair") if self.pair else "")
+            rows["label"].append(placeholder)
+            rows["where"].append(at)
+        return datasets.Dataset.from_dict(rows)
+
+    def prediction_fields(
+        self, evaluated: dict[str, Any], record: dict[str, Any]
+    ) -> dict[str, Any]:
+        if self.regression:
+            return {"score": evaluated["prediction"]}
+        return {"label": evaluated["prediction"], "probabilities": evaluated["probabilities"]}
 
     def encode(self, ds: datasets.Dataset) -> TaskExamples:
         texts = self.tokenizer.encode_batch(ds["text"])

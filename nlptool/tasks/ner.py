@@ -30,7 +30,7 @@ from nlptool.errors import UserError
 from nlptool.models.bert import BertForTokenClassification
 from nlptool.models.config import ModelConfig
 from nlptool.objectives.base import LossTerm
-from nlptool.tasks.base import SPLIT_KEYS, TaskBase, TaskExamples, split_path
+from nlptool.tasks.base import SPLIT_KEYS, TaskBase, TaskExamples, split_path, text_field
 from nlptool.tasks.metrics import EntityMetrics, detect_scheme, get_entities
 
 IGNORE = -100  # the label of positions the loss skips (F.cross_entropy's ignore_index)
@@ -268,6 +268,40 @@ class TokenClassificationTask(TaskBase):
                 }
                 self.write_prediction(out)
         return {"task": term}
+
+    def inputs_to_raw(self, records: list[dict[str, Any]], where: list[str]) -> datasets.Dataset:
+        """A record's words: its "tokens" list, or its "text" split at whitespace."""
+        rows: dict[str, list] = {"tokens": [], "tags": [], "where": []}
+        for record, at in zip(records, where):
+            words = record.get("tokens")
+            if not (isinstance(words, list) and all(isinstance(w, str) for w in words)):
+                words = text_field(record, at, "text", "tokens").split()
+            rows["tokens"].append(words)
+            rows["tags"].append(["O"] * len(words))
+            rows["where"].append(at)
+        return datasets.Dataset.from_dict(rows)
+
+    def prediction_fields(
+        self, evaluated: dict[str, Any], record: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The tags, and the entities with character spans in "text" ([start, end) offsets), or
+        word spans (start_word, end_word inclusive) for pre-split "tokens"."""
+        entities = []
+        text = record.get("text") if not isinstance(record.get("tokens"), list) else None
+        spans = [m.span() for m in re.finditer(r"\S+", text)] if isinstance(text, str) else None
+        for entity in evaluated["entities"]:
+            first, last = entity["start"], entity["end"]
+            if spans is not None:
+                start, end = spans[first][0], spans[last][1]
+                entities.append(
+                    {"type": entity["type"], "text": text[start:end], "start": start, "end": end}
+                )
+            else:
+                entities.append(
+                    {"type": entity["type"], "text": entity["text"], "start_word": first,
+                     "end_word": last}
+                )  # fmt: skip
+        return {"tags": evaluated["prediction"], "entities": entities}
 
     def _entities(self, words: list[str], tags: list[str]) -> list[dict[str, Any]]:
         """Entities as {type, start, end, text}; start and end are word indices, end inclusive

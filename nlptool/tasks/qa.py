@@ -24,6 +24,7 @@ import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import datasets
 import numpy as np
@@ -38,7 +39,7 @@ from nlptool.errors import UserError
 from nlptool.models.bert import BertForQuestionAnswering
 from nlptool.models.config import ModelConfig
 from nlptool.objectives.base import LossTerm
-from nlptool.tasks.base import TaskBase, TaskExamples, split_path
+from nlptool.tasks.base import TaskBase, TaskExamples, split_path, text_field
 from nlptool.tasks.metrics import SquadMetrics
 
 NOT_CONTEXT = -1  # char_start / char_end of a token outside the context ([CLS], question, [SEP])
@@ -206,6 +207,28 @@ class QuestionAnsweringTask(TaskBase):
                     previous = context
                 yield question
 
+    def inputs_to_raw(self, records: list[dict[str, Any]], where: list[str]) -> datasets.Dataset:
+        """A question ("question" or "text") about a passage ("context" or "text_pair")."""
+        rows: dict[str, list] = {
+            k: []
+            for k in ("id", "title", "question", "context", "answers", "answer_start", "where")
+        }
+        for n, (record, at) in enumerate(zip(records, where)):
+            rows["id"].append(str(record.get("id", n)))
+            rows["title"].append("")
+            rows["question"].append(text_field(record, at, "question", "text"))
+            rows["context"].append(text_field(record, at, "context", "text_pair"))
+            rows["answers"].append([""])  # (no gold answer)
+            rows["answer_start"].append(0)
+            rows["where"].append(at)
+        return datasets.Dataset.from_dict(rows)
+
+    def prediction_fields(
+        self, evaluated: dict[str, Any], record: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The answer span: its text, [start, end) character offsets in the context, score."""
+        return {key: evaluated[key] for key in ("answer", "start", "end", "score")}
+
     def encode(self, ds: datasets.Dataset) -> TaskExamples:
         max_len, pad = self.cfg.max_seq_len, NOT_CONTEXT
         max_question = (max_len - 3) // 2
@@ -346,12 +369,16 @@ class QuestionAnsweringTask(TaskBase):
                 preds.append(text)
                 golds.append(answers)
                 if self._sink is not None:
+                    found_span = math.isfinite(score)
                     record = {
                         "id": qid,
                         "question": question,
                         "gold": answers,
                         "prediction": text,
-                        "score": round(score, 4) if math.isfinite(score) else None,
+                        "score": round(score, 4) if found_span else None,
+                        "answer": text,
+                        "start": int(s) if found_span else None,
+                        "end": int(e) if found_span else None,
                     }
                     self.write_prediction(record)
             if preds:

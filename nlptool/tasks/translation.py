@@ -29,7 +29,7 @@ from nlptool.models import build_model
 from nlptool.models.config import ModelConfig
 from nlptool.models.decoding import beam_search, greedy_decode
 from nlptool.objectives.base import LossTerm
-from nlptool.tasks.base import SPLIT_KEYS, TaskBase, TaskExamples, read_columns
+from nlptool.tasks.base import SPLIT_KEYS, TaskBase, TaskExamples, read_columns, text_field
 from nlptool.tasks.metrics import BleuMetrics
 
 
@@ -105,6 +105,15 @@ class TranslationTask(TaskBase):
         self.eos_id = tokenizer.require("eos", f"task={self.cfg.name} (end of sentence)")
 
     # -- encoding -------------------------------------------------------------------------
+
+    def inputs_to_raw(self, records: list[dict[str, Any]], where: list[str]) -> datasets.Dataset:
+        sources = [text_field(r, at, "text", "source") for r, at in zip(records, where)]
+        return datasets.Dataset.from_dict({"source": sources, "target": [""] * len(sources)})
+
+    def prediction_fields(
+        self, evaluated: dict[str, Any], record: dict[str, Any]
+    ) -> dict[str, Any]:
+        return {"translation": evaluated["prediction"]}
 
     def encode(self, raw: datasets.Dataset) -> TaskExamples:
         limit = self.cfg.max_seq_len - 1

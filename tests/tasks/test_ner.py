@@ -235,6 +235,18 @@ def test_ner_learns_from_scratch_and_eval_writes_entities(tmp_path):
     assert len(first["prediction"]) == len(first["tokens"])
     entity = first["gold_entities"][0]
     assert entity["text"] == " ".join(first["tokens"][entity["start"] : entity["end"] + 1])
+    # nlptool predict on the same sentences as plain text: eval's tags, entities as character spans
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text(
+        "".join(json.dumps({"text": " ".join(p["tokens"])}) + "\n" for p in predictions)
+    )
+    nlptool("predict", f"checkpoint={best}", "input=in.jsonl", "output=out.jsonl", cwd=tmp_path)
+    out = [json.loads(line) for line in (tmp_path / "out.jsonl").open()]
+    assert [r["tags"] for r in out] == [p["prediction"] for p in predictions]
+    for record, evaluated in zip(out, predictions):
+        assert [e["text"] for e in record["entities"]] == [e["text"] for e in evaluated["entities"]]
+        for entity in record["entities"]:
+            assert record["text"][entity["start"] : entity["end"]] == entity["text"]
 
 
 def test_malformed_line_names_file_and_line(tmp_path):

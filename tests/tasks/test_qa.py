@@ -250,3 +250,18 @@ def test_qa_finetunes_and_eval_writes_predictions(tmp_path):
     predictions = [json.loads(line) for line in (tmp_path / "ev" / "predictions.jsonl").open()]
     assert len(predictions) == 4 * 2 * 3  # 4 articles x 2 paragraphs x 3 questions
     assert {"id", "question", "gold", "prediction", "score"} <= set(predictions[0])
+    # nlptool predict on the same questions: eval's answers, with their character spans
+    contexts = {
+        qa["id"]: paragraph["context"]
+        for article in synthetic_squad(24, 0)["data"]
+        for paragraph in article["paragraphs"]
+        for qa in paragraph["qas"]
+    }
+    inputs = [{"question": p["question"], "context": contexts[p["id"]]} for p in predictions]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in inputs))
+    out = nlptool("predict", f"checkpoint={best}", "input=in.jsonl", cwd=tmp_path).stdout
+    answers = [json.loads(line) for line in out.splitlines()]
+    assert [a["answer"] for a in answers] == [p["prediction"] for p in predictions]
+    for answer, evaluated in zip(answers, predictions):
+        assert answer["context"][answer["start"] : answer["end"]] == answer["answer"]
+        assert answer["score"] == pytest.approx(evaluated["score"], abs=1e-3)

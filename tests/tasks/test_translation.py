@@ -85,6 +85,16 @@ def test_translation_learns_a_word_by_word_language(tmp_path):
     )
     result = json.loads((tmp_path / "ev" / "eval.json").read_text())
     assert result["valid"]["bleu"] == pytest.approx(expected.score)
+    # nlptool predict (the checkpoint's own greedy decoding) translates new input records
+    (tmp_path / "in.jsonl").write_text(
+        "".join(json.dumps({"text": r["source"]}) + "\n" for r in rows)
+    )
+    out = nlptool(
+        "predict", f"checkpoint={tmp_path / 'ft' / 'checkpoints' / 'best'}", "input=in.jsonl",
+        cwd=tmp_path,
+    ).stdout  # fmt: skip
+    translations = [json.loads(line)["translation"] for line in out.splitlines()]
+    assert sacrebleu.corpus_bleu(translations, [[r["reference"] for r in rows]]).score > 50
 
 
 def test_misaligned_files_are_refused(tmp_path):
