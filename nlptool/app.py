@@ -36,7 +36,8 @@ from nlptool.objectives import build_objective
 from nlptool.training import checkpoint as ckpt
 from nlptool.training import distributed, signals
 from nlptool.training.distributed import Dist
-from nlptool.training.logging import MetricsLog, console, metrics_table, summary_table
+from nlptool.training.loggers import Loggers, check_loggers
+from nlptool.training.logging import console, metrics_table, summary_table
 from nlptool.training.loop import (
     Trainer,
     TrainingInterrupted,
@@ -270,6 +271,7 @@ def start_run(cfg, init: Path | None, fixed: tuple[str, ...] = FIXED_ON_RESUME) 
     """Run directory, device, the checkpoint to resume (checked against the config) and the
     tokenizer that comes with it or with `init`."""
     run_dir = run_dir_now()
+    check_loggers(list(cfg.trainer.loggers))  # a missing tracker package: before any work
     dist = distributed.setup(cfg.trainer.strategy)
     device = distributed.device_for(str(resolve_device(cfg.trainer.device)), dist)
     resume_path = find_resume(cfg.resume, run_dir)
@@ -291,15 +293,24 @@ def restore_if_resuming(trainer: Trainer, start: RunStart) -> None:
 
 def fit(trainer: Trainer, start: RunStart) -> tuple[dict[str, Any], float]:
     """Train, logging to metrics.jsonl; the validation history and the minutes it took."""
+    import yaml
+
     resumed_step = trainer.step if start.resume_path else None
-    log = MetricsLog(
-        start.run_dir / "metrics.jsonl", resume_step=resumed_step, enabled=start.dist.is_main
+    log = Loggers(
+        start.run_dir,
+        list(trainer.cfg.loggers),
+        yaml.safe_load(trainer.job.config_yaml),
+        trainer.cfg,
+        resume_step=resumed_step,
+        enabled=start.dist.is_main,
     )
     started = time.perf_counter()
     try:
         history = trainer.fit(log)
     except TrainingInterrupted as stop:
         stopped_by_signal(stop, trainer.cfg.slurm_requeue and start.dist.is_main)
+    finally:
+        log.close()  # (curves.png; trackers finish, also when training failed)
     return history, (time.perf_counter() - started) / 60
 
 

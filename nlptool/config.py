@@ -26,6 +26,7 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16", "fp16")
 SCHEDULES = ("linear", "cosine", "constant")
 STRATEGIES = ("auto", "single", "ddp", "fsdp")
+LOGGERS = ("jsonl", "tensorboard", "wandb", "mlflow")
 RESUME_HELP = "auto, never, or the path of a checkpoint folder"
 
 
@@ -229,6 +230,13 @@ class TrainerConfig:
     hydra/launcher=slurm submitit does it); the requeued run resumes with resume=auto."""
     deterministic: bool = False
     """Deterministic kernels (torch.use_deterministic_algorithms): identical reruns, slower."""
+    loggers: list[str] = field(default_factory=lambda: ["jsonl"])
+    """Where training records go: jsonl (metrics.jsonl, always on), tensorboard, wandb, mlflow
+    (optional extras: pip install 'nlptool[tensorboard]' ...)."""
+    run_name: str | None = None
+    """The run's name in W&B and MLflow (null: the run directory's name)."""
+    wandb_project: str = "nlptool"
+    mlflow_experiment: str = "nlptool"
     strategy: str = "auto"
     """How several processes (torchrun) share the work: auto (ddp under torchrun with more than one
     process, else single), single, ddp (DistributedDataParallel) or fsdp (FSDP2, sharded
@@ -268,6 +276,12 @@ class TrainerConfig:
             _check(getattr(self, key) >= 0, f"trainer.{key} must be >= 0")
         _check(self.log_every >= 1, "trainer.log_every must be >= 1")
         _check(self.keep_last >= 1, "trainer.keep_last must be >= 1")
+        unknown = [name for name in self.loggers if name not in LOGGERS]
+        _check(
+            not unknown,
+            f"trainer.loggers: unknown {', '.join(map(repr, unknown))}; choose from "
+            f"{', '.join(LOGGERS)}",
+        )
         _check(
             self.strategy in STRATEGIES,
             f"trainer.strategy={self.strategy!r}: expected one of {', '.join(STRATEGIES)}",
