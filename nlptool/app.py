@@ -37,7 +37,7 @@ from nlptool.training import checkpoint as ckpt
 from nlptool.training import distributed, signals
 from nlptool.training.distributed import Dist
 from nlptool.training.loggers import Loggers, check_loggers
-from nlptool.training.logging import console, metrics_table, summary_table
+from nlptool.training.logging import console, metrics_table, show_end, show_start
 from nlptool.training.loop import (
     Trainer,
     TrainingInterrupted,
@@ -241,6 +241,7 @@ def print_summary(
             f"({micro} per forward, {t.batch_size // micro} accumulated in all), lr {t.lr:g} "
             f"{t.schedule} with {t.warmup_steps} warm-up",
         ),
+        ("tokens/step", f"{t.batch_size * cfg.data.max_seq_len:,} (at most; padding excluded)"),
         (
             "device",
             f"{device}, {t.precision}"
@@ -249,7 +250,19 @@ def print_summary(
         ),
         ("run dir", str(run_dir)),
     ]
-    console.print(summary_table("nlptool", rows))
+    verb = "finetune (continued pretraining)" if getattr(cfg, "init", None) else "pretrain"
+    show_start(f"nlptool {verb}", rows, cfg.trainer.quiet)
+
+
+def end_rows(trainer: Trainer, minutes: float, checkpoint: Path) -> list[tuple[str, str]]:
+    """The end panel's lines under the metrics: time, throughput, MFU, checkpoint."""
+    rows = [("time", f"{minutes:.1f} min ({trainer.train_seconds / 60:.1f} training)")]
+    if trainer.train_seconds > 0:
+        rows.append(("tokens/s", f"{trainer.tokens_seen / trainer.train_seconds:,.0f} average"))
+    if trainer.last_mfu is not None:
+        rows.append(("MFU", f"{trainer.last_mfu:.2f} (last log window)"))
+    rows.append(("checkpoint", str(checkpoint)))
+    return rows
 
 
 def describe_processes(d: Dist) -> str:
@@ -361,8 +374,8 @@ def train_from_config(cfg_dict: DictConfig, init: Path | None = None) -> dict[st
     restore_if_resuming(trainer, start)
     print_summary(cfg, model, data, run_dir, device, start.dist)
     history, minutes = fit(trainer, start)
-    console.print(metrics_table(f"Validation ({minutes:.1f} min)", history))
-    console.print(f"Checkpoint: {run_dir / 'checkpoints' / 'last'}")
+    last = run_dir / "checkpoints" / "last"
+    show_end("Validation", history, end_rows(trainer, minutes, last), cfg.trainer.quiet)
     return history
 
 
@@ -598,38 +611,37 @@ def train_task(cfg_dict: DictConfig, init: Path | None) -> dict[str, Any]:
     trainer = Trainer(cfg.trainer, job, device, start.dist)
     restore_if_resuming(trainer, start)
     t = cfg.trainer
-    console.print(
-        summary_table(
-            "nlptool finetune",
-            [
-                (
-                    "task",
-                    f"{cfg.task.name} ({cfg.task.kind})"
-                    + (f", labels {', '.join(task.labels)}" if task.labels else ""),
-                ),
-                ("model", f"{cfg.model.name}, {count_parameters(model):,} parameters"),
-                ("init", str(init) if init else "none (from scratch)"),
-                (
-                    "data",
-                    f"{len(data['train']):,} train / {len(data['valid']):,} valid examples "
-                    f"(prepared in {seconds:.1f}s)",
-                ),
-                (
-                    "trainer",
-                    f"{t.max_steps} steps x {t.batch_size}, lr {t.lr:g}, "
-                    f"{t.schedule} with {t.warmup_steps} warm-up",
-                ),
-                ("device", f"{device}, {t.precision}; {describe_processes(start.dist)}"),
-                ("run dir", str(run_dir)),
-            ],
-        )
+    show_start(
+        "nlptool finetune",
+        [
+            (
+                "task",
+                f"{cfg.task.name} ({cfg.task.kind})"
+                + (f", labels {', '.join(task.labels)}" if task.labels else ""),
+            ),
+            ("model", f"{cfg.model.name}, {count_parameters(model):,} parameters"),
+            ("init", str(init) if init else "none (from scratch)"),
+            (
+                "data",
+                f"{len(data['train']):,} train / {len(data['valid']):,} valid examples "
+                f"(prepared in {seconds:.1f}s)",
+            ),
+            (
+                "trainer",
+                f"{t.max_steps} steps x {t.batch_size}, lr {t.lr:g}, "
+                f"{t.schedule} with {t.warmup_steps} warm-up",
+            ),
+            ("device", f"{device}, {t.precision}; {describe_processes(start.dist)}"),
+            ("run dir", str(run_dir)),
+        ],
+        cfg.trainer.quiet,
     )
     history, minutes = fit(trainer, start)
     if trainer.best is not None:
         history["best"] = {f"valid/{task.main_metric}": trainer.best}
-    console.print(metrics_table(f"Validation ({minutes:.1f} min)", history))
     best = run_dir / "checkpoints" / "best"
-    console.print(f"Best checkpoint: {best if best.exists() else run_dir / 'checkpoints' / 'last'}")
+    kept = best if best.exists() else run_dir / "checkpoints" / "last"
+    show_end("Validation", history, end_rows(trainer, minutes, kept), cfg.trainer.quiet)
     return history
 
 

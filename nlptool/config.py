@@ -211,6 +211,9 @@ class TrainerConfig:
     """Batch examples of similar length together (tasks with variable-length inputs)."""
     progress: bool = True
     """Show a live progress bar on a terminal (plain log lines otherwise)."""
+    quiet: bool = False
+    """No start and end panels, no progress bar or log lines (warnings and errors still show;
+    metrics.jsonl and the loggers get everything)."""
     nonfinite: str = "error"
     """A step whose loss or gradient norm is NaN or infinite: error (stop with a message, the last
     checkpoint untouched) or skip (no update; counted and logged)."""

@@ -215,7 +215,8 @@ def plot_curves(metrics: Path, out: Path) -> Path | None:
             k
             for r in records
             for k in r
-            if k.startswith("valid/") and k not in ("valid/loss", "valid/ppl")
+            if k.startswith("valid/")
+            and k not in ("valid/loss", "valid/ppl")
             and not k.endswith("_loss")
         }
     )

@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, Group
+from rich.panel import Panel
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -60,6 +61,57 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
+def show_start(title: str, rows: list[tuple[str, str]], quiet: bool = False) -> None:
+    """The start-up panel: what will run (model, data, steps, device...). On a terminal a rich
+    panel; otherwise (CI logs, files) plain `key  value` lines; nothing when quiet."""
+    if quiet:
+        return
+    if console.is_terminal:
+        console.print(Panel(summary_table("", rows), title=title, title_align="left", expand=False))
+        return
+    width = max(len(key) for key, _ in rows)
+    console.print(title)
+    for key, value in rows:
+        console.print(f"  {key:<{width}}  {value}", soft_wrap=True)
+
+
+def show_end(
+    title: str,
+    history: dict[str, dict[str, Any]],
+    rows: list[tuple[str, str]],
+    quiet: bool = False,
+) -> None:
+    """The end panel: the validation metrics (start, end, best), then time, throughput, MFU and
+    the checkpoint. A rich panel on a terminal, plain aligned text otherwise."""
+    if quiet:
+        return
+    if console.is_terminal:
+        body = Group(metrics_table("", history), summary_table("", rows))
+        console.print(Panel(body, title=title, title_align="left", expand=False))
+        return
+    console.print(title)
+    columns = list(history)
+    names: list[str] = []
+    for metrics in history.values():
+        names.extend(k for k in metrics if k not in names and k != "step")
+    cells = [["metric", *columns]] + [
+        [name, *(format_value(history[c][name]) if name in history[c] else "" for c in columns)]
+        for name in names
+    ]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    for row in cells:
+        console.print(
+            "  " + "  ".join(
+                cell.ljust(w) if i == 0 else cell.rjust(w)
+                for i, (cell, w) in enumerate(zip(row, widths))
+            ),
+            soft_wrap=True,
+        )  # fmt: skip
+    width = max(len(key) for key, _ in rows)
+    for key, value in rows:
+        console.print(f"  {key:<{width}}  {value}", soft_wrap=True)
+
+
 def summary_table(title: str, rows: list[tuple[str, str]]) -> Table:
     table = Table(title=title, show_header=False, title_justify="left", box=None, pad_edge=False)
     table.add_column(style="bold cyan", no_wrap=True)
@@ -86,8 +138,11 @@ def metrics_table(title: str, records: dict[str, dict[str, Any]]) -> Table:
 class TrainingProgress:
     """A rich progress bar (step, loss, lr, tokens/s, ETA) on a terminal; log lines otherwise."""
 
-    def __init__(self, total_steps: int, start_step: int, enabled: bool = True) -> None:
-        self.live = enabled and console.is_terminal
+    def __init__(
+        self, total_steps: int, start_step: int, enabled: bool = True, quiet: bool = False
+    ) -> None:
+        self.live = enabled and console.is_terminal and not quiet
+        self.quiet = quiet  # no bar and no log lines (trainer.quiet)
         self.total, self.start = total_steps, start_step
         self.started = time.perf_counter()
         self.progress = Progress(
@@ -126,11 +181,12 @@ class TrainingProgress:
         if record.get("train/nonfinite_skips"):
             stats += f"  {record['train/nonfinite_skips']} skipped"
         self.progress.update(self.task, stats=stats)
-        if not self.live:
+        if not self.live and not self.quiet:
             done = record["step"] - self.start
             elapsed = time.perf_counter() - self.started
             eta = elapsed / max(done, 1) * (self.total - record["step"])
             console.print(f"step {record['step']:>6}/{self.total}  {stats}  eta {eta:,.0f}s")
 
     def note(self, message: str) -> None:
-        self.progress.console.print(message)
+        if not self.quiet:
+            self.progress.console.print(message)

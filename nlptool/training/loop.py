@@ -141,6 +141,7 @@ class Trainer:
         self.evals_since_best = 0
         self.train_seconds = 0.0
         self.nonfinite_skips = 0  # steps skipped for a non-finite loss or gradient, in all
+        self.last_mfu: float | None = None  # the last logged train/mfu
         self.nonfinite_in_a_row = 0
         # MFU: the step's FLOPs from the batch shapes, over the device's peak (or a CPU probe).
         self.model_cfg = next(
@@ -536,7 +537,9 @@ class Trainer:
         stopped = False
         with (
             StopRequested() as stop,
-            TrainingProgress(cfg.max_steps, self.step, cfg.progress and self.dist.is_main) as bar,
+            TrainingProgress(
+                cfg.max_steps, self.step, cfg.progress and self.dist.is_main, cfg.quiet
+            ) as bar,
         ):
             while self.step < cfg.max_steps:
                 micro_batches = [next(batches) for _ in range(self.accumulation)]
@@ -568,6 +571,7 @@ class Trainer:
                     record["train/tokens_per_s"] = window["tokens"] / max(elapsed, 1e-9)
                     if self.peak_flops and window["flops"]:
                         record["train/mfu"] = window["flops"] / max(elapsed, 1e-9) / self.peak_flops
+                        self.last_mfu = record["train/mfu"]
                     record["train/tokens_seen"] = self.tokens_seen
                     self.train_seconds += elapsed
                     record["train/seconds"] = self.train_seconds  # training time, evals excluded
