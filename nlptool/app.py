@@ -95,7 +95,7 @@ def prepare_data(cfg, tokenizer: TextTokenizer | None = None) -> PreparedData:
                 corpus.training_texts(cfg.tokenizer.max_training_chars),
                 cache_dir,
             )
-        if not cached:
+        if not cached and not cfg.trainer.quiet:
             console.print(
                 f"Trained a {cfg.tokenizer.kind} tokenizer: {tokenizer.vocab_size:,} tokens"
             )
@@ -301,7 +301,8 @@ def start_run(cfg, init: Path | None, fixed: tuple[str, ...] = FIXED_ON_RESUME) 
 def restore_if_resuming(trainer: Trainer, start: RunStart) -> None:
     if start.resume_path is not None:
         trainer.restore(start.resume_path)
-        console.print(f"Resuming from {start.resume_path} at step {trainer.step}")
+        if not trainer.cfg.quiet:
+            console.print(f"Resuming from {start.resume_path} at step {trainer.step}")
 
 
 def fit(trainer: Trainer, start: RunStart) -> tuple[dict[str, Any], float]:
@@ -358,7 +359,8 @@ def train_from_config(cfg_dict: DictConfig, init: Path | None = None) -> dict[st
     model = build_model(model_cfg)
     if init is not None and resume_path is None:
         ckpt.load_weights(model, init)
-        console.print(f"Initialised from {init}")
+        if not cfg.trainer.quiet:
+            console.print(f"Initialised from {init}")
     job = TrainingJob(
         model=model,
         objective=build_objective(cfg.objective.name),
@@ -593,9 +595,11 @@ def train_task(cfg_dict: DictConfig, init: Path | None) -> dict[str, Any]:
     model = task.build_model(model_cfg)
     if init is not None and resume_path is None:
         fresh, _ = ckpt.load_matching_weights(model, init)
-        console.print(
-            f"Initialised from {init}" + (f"; new, untrained: {', '.join(fresh)}" if fresh else "")
-        )
+        if not cfg.trainer.quiet:
+            console.print(
+                f"Initialised from {init}"
+                + (f"; new, untrained: {', '.join(fresh)}" if fresh else "")
+            )
     job = TrainingJob(
         model=model,
         objective=task,
