@@ -479,7 +479,7 @@ def generate(cfg_dict: DictConfig) -> list[str]:
     cache = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else nlptool_cache_dir()
     path = resolve_model_source(str(cfg.checkpoint), "checkpoint", cache)
     saved = OmegaConf.create(ckpt.read_checkpoint(path).config_yaml)
-    if saved.model.arch != "gpt" or saved.get("task") is not None:
+    if saved.model.arch != "gpt" or (saved.get("task") and saved.task.kind != "lm"):
         what = f"fine-tuned on {saved.task.name}" if saved.get("task") else saved.model.arch
         raise UserError(
             f"checkpoint={path} is not a causal language model ({what}): nlptool generate needs "

@@ -291,7 +291,9 @@ class TrainerConfig:
         )
 
 
-TASK_KINDS = ("classification", "pair_classification", "regression", "ner", "qa", "translation")
+TASK_KINDS = (
+    "classification", "pair_classification", "regression", "ner", "qa", "translation", "lm",
+)  # fmt: skip
 
 
 @dataclass
@@ -348,6 +350,10 @@ class TaskConfig:
     """translation (record files): the source column."""
     target_column: str | None = None
     """translation (record files): the target column."""
+    prompt_column: str | None = None
+    """lm: the prompt of each record (with task.response_column: the loss is on the response)."""
+    response_column: str | None = None
+    """lm: the response the model learns to give to the prompt."""
     source_lang: str = "en"
     target_lang: str = "de"
     label_smoothing: float = 0.1
@@ -585,6 +591,12 @@ def _check_task_combinations(cfg: PretrainConfig) -> None:
     if task.kind == "translation":
         _check(
             arch == "seq2seq", f"task={task.name} needs an encoder-decoder (model=transformer-*)"
+        )
+    elif task.kind == "lm":
+        _check(
+            arch == "gpt",
+            f"task={task.name} trains a causal language model: it needs a decoder "
+            f"(model=gpt-*, or init= a GPT checkpoint), not model={cfg.model.name}",
         )
     else:
         _check(

@@ -12,6 +12,7 @@ TASKS = {
     "ner": ("nlptool.tasks.ner", "TokenClassificationTask"),
     "qa": ("nlptool.tasks.qa", "QuestionAnsweringTask"),
     "translation": ("nlptool.tasks.translation", "TranslationTask"),
+    "lm": ("nlptool.tasks.lm", "LanguageModelingTask"),
 }
 
 

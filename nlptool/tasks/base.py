@@ -122,7 +122,7 @@ class TaskBase:
     def inputs_to_raw(self, records: list[dict[str, Any]], where: list[str]) -> datasets.Dataset:
         """The user's input records (JSON objects) as this task's raw split, gold fields filled
         with placeholders (predict runs the evaluation path and drops them)."""
-        raise NotImplementedError
+        raise UserError(f"nlptool predict does not support task kind {self.cfg.kind}")
 
     def prediction_fields(
         self, evaluated: dict[str, Any], record: dict[str, Any]

@@ -188,7 +188,8 @@ class Trainer:
         text = f"step {self.step}: valid/loss {metrics['valid/loss']:.4f}"
         if "valid/ppl" in metrics:
             text += f"  ppl {metrics['valid/ppl']:.2f}"
-        if self.main_metric and f"valid/{self.main_metric}" in metrics:
+            text += " (best)" if improved and self.main_metric == "ppl" else ""
+        if self.main_metric not in (None, "ppl") and f"valid/{self.main_metric}" in metrics:
             text += f"  {self.main_metric} {metrics[f'valid/{self.main_metric}']:.4f}"
             text += " (best)" if improved else ""
         return text
