@@ -678,6 +678,10 @@ def evaluate(cfg_dict: DictConfig) -> dict[str, Any]:
             cfg_dict[section] = OmegaConf.merge(cfg_dict[section], saved[section])
     if "trainer.seed" not in touched:  # the seed fixes the validation masks: keep the run's
         cfg_dict.trainer.seed = saved.trainer.seed
+    data = cfg_dict.data
+    if data.get("valid_files") and not data.get("train_files") and cfg_dict.split == "valid":
+        # Scoring text files (perplexity of a causal LM on any text): no training files needed.
+        data.train_files = data.valid_files
     cfg = check_config(cfg_dict)
     run_dir = run_dir_now()
     device = resolve_device(cfg.trainer.device)

@@ -130,6 +130,11 @@ def write_inputs(work: Path) -> None:
     for name, header in (("valid.csv", "text,label"), ("dev.csv", "review,stars")):
         (work / name).write_text(header + "\n" + "".join(f"{t},{y}\n" for t, y in rows[48:]))
     (work / "reviews.jsonl").write_text('{"text": "a lovely film"}\n{"text": "an awful film"}\n')
+    play = "\n\n".join(f"KING: the crown is {w} .\nQUEEN: so it is ." for w in ("old", "new") * 30)
+    (work / "plays_a.txt").write_text(play)
+    (work / "plays_b.txt").write_text(play[: len(play) // 3])
+    pairs = [{"prompt": f"say {w}", "response": f"{w} {w} ."} for w in ("yes", "no", "hi") * 10]
+    (work / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
 
 
 def run(command: str, cwd: Path, bin_dir: Path) -> subprocess.CompletedProcess:

@@ -118,3 +118,17 @@ def test_an_encoder_is_refused(tmp_path):
     proc = nlptool("finetune", "task=lm", "task.train_file=t.txt", "task.valid_file=t.txt",
                    "model=bert-tiny", cwd=tmp_path, check=False)  # fmt: skip
     assert proc.returncode == 2 and "needs a decoder (model=gpt-*" in flat(proc.stderr)
+
+
+def test_eval_gives_the_perplexity_of_a_causal_lm_on_any_text_file(gpt_init, tmp_path):
+    scores = {}
+    for name, text in (("plain", "the king is dead . " * 200), ("odd", "zq xv jj kk qq . " * 200)):
+        (tmp_path / f"{name}.txt").write_text(text)
+        nlptool(
+            "eval", f"checkpoint={gpt_init}", "data=text", f"data.valid_files={name}.txt",
+            "trainer.eval_batches=0", f"hydra.run.dir=ev-{name}", cwd=tmp_path,
+        )  # fmt: skip
+        scores[name] = json.loads((tmp_path / f"ev-{name}" / "eval.json").read_text())["valid"]
+    for result in scores.values():
+        assert result["ppl"] == pytest.approx(float(torch.tensor(result["clm_loss"]).exp()))
+    assert scores["plain"]["ppl"] != scores["odd"]["ppl"]
