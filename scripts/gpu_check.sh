@@ -35,6 +35,12 @@ run gpt2-bf16-eager 120 model=gpt2 objective=clm tokenizer=bpe tokenizer.vocab_s
   trainer.micro_batch_size=16
 run bert-tiny-fp16 90 model=bert-tiny trainer.device=cuda trainer.precision=fp16 trainer.max_steps=30 \
   trainer.log_every=10
+# FSDP2 and DDP on the one GPU (a process group of one, NCCL): bf16 gathers, sharded step, save.
+# shellcheck disable=SC2086
+run gpt2-fsdp-bf16 120 model=gpt2 objective=clm tokenizer=bpe tokenizer.vocab_size=50257 \
+  $common trainer.compile=false trainer.strategy=fsdp data.max_seq_len=1024 trainer.max_steps=20 \
+  trainer.batch_size=16 trainer.micro_batch_size=8
+run bert-tiny-ddp 90 model=bert-tiny trainer.device=cuda trainer.strategy=ddp trainer.max_steps=20
 # nlptool against transformers on the same GPU: bf16 autocast, fused AdamW and torch.compile on
 # both sides; gpt2 (124M) at seq 1024 and bert-base at 128, MFU against the H200's dense bf16 peak.
 echo "== bench"
