@@ -147,6 +147,7 @@ def build_examples(
             examples = nsp_instances(docs, max_len)
             kind_args["docs"] = docs
             kind_args["nsp_random_prob"] = cfg.objective.nsp_random_prob
+            kind_args["sop_swap_prob"] = cfg.objective.sop_swap_prob
     if valid and cfg.data.max_valid_examples and len(examples) > cfg.data.max_valid_examples:
         examples = examples.select(range(cfg.data.max_valid_examples))
     # Validation draws its masks from a stream of its own (a different seed offset).

@@ -19,7 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 from nlptool.errors import UserError
 from nlptool.models.config import ModelConfig
 
-OBJECTIVES = ("mlm", "mlm_nsp", "clm")
+OBJECTIVES = ("mlm", "mlm_nsp", "sop", "clm")
 DATA_SOURCES = ("builtin", "text", "hf")
 TOKENIZER_KINDS = ("wordpiece", "bpe", "pretrained")
 DEVICES = ("auto", "cpu", "cuda")
@@ -40,7 +40,8 @@ class ObjectiveConfig:
     """What the pretraining loss is."""
 
     name: str = "mlm"
-    """mlm (masked LM), mlm_nsp (masked LM + next-sentence prediction), clm (causal LM)."""
+    """mlm (masked LM), mlm_nsp (masked LM + next-sentence prediction), sop (masked LM +
+    sentence-order prediction, ALBERT), clm (causal LM)."""
     mask_rate: float = 0.15
     """Fraction of non-special tokens selected for prediction (mlm, mlm_nsp)."""
     mask_token_prob: float = 0.8
@@ -49,6 +50,8 @@ class ObjectiveConfig:
     """Of the selected tokens, the fraction replaced by a random token (the rest stay unchanged)."""
     nsp_random_prob: float = 0.5
     """mlm_nsp: probability that segment B is taken from another document."""
+    sop_swap_prob: float = 0.5
+    """sop: probability that the two consecutive segments are swapped (the label to predict)."""
 
     def validate(self) -> None:
         _check(
@@ -57,7 +60,7 @@ class ObjectiveConfig:
         _check(
             0.0 < self.mask_rate < 1.0, f"objective.mask_rate={self.mask_rate}: must be in (0, 1)"
         )
-        for key in ("mask_token_prob", "random_token_prob", "nsp_random_prob"):
+        for key in ("mask_token_prob", "random_token_prob", "nsp_random_prob", "sop_swap_prob"):
             value = getattr(self, key)
             _check(0.0 <= value <= 1.0, f"objective.{key}={value}: must be in [0, 1]")
         _check(
@@ -543,7 +546,7 @@ def _check_combinations(cfg: PretrainConfig) -> None:
         _check_task_combinations(cfg)
         return
     arch, objective = cfg.model.arch, cfg.objective.name
-    if objective in ("mlm", "mlm_nsp"):
+    if objective in ("mlm", "mlm_nsp", "sop"):
         _check(
             arch == "bert",
             f"objective={objective} needs a bidirectional encoder (model=bert-*), "

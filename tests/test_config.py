@@ -34,7 +34,7 @@ def test_groups_of_the_contract_exist():
         "gpt-tiny", "gpt-mini", "gpt2", "gpt2-medium", "gpt2-large",
         "transformer-tiny", "transformer-base",
     }  # fmt: skip
-    assert set(GROUPS["objective"]) == {"mlm", "mlm_nsp", "clm"}
+    assert set(GROUPS["objective"]) == {"mlm", "mlm_nsp", "sop", "clm"}
     assert set(GROUPS["data"]) == {"builtin", "text", "hf"}
     assert set(GROUPS["tokenizer"]) >= {"wordpiece", "bpe", "pretrained"}
     assert set(GROUPS["trainer"]) >= {"default", "smoke", "gpu"}

@@ -159,7 +159,8 @@ class PretrainingExamples(torch.utils.data.Dataset):
     """Map-style data set keyed by (epoch, index): the example with its random choices applied.
 
     kind: "clm" (blocks as they are), "mlm" (blocks wrapped in [CLS] ... [SEP], then masked),
-    "mlm_nsp" (an NSP sentence pair drawn from an instance, then masked).
+    "mlm_nsp" (an NSP sentence pair drawn from an instance, then masked), "sop" (two consecutive
+    segments of an instance, swapped with probability sop_swap_prob, then masked).
     """
 
     def __init__(
@@ -174,11 +175,13 @@ class PretrainingExamples(torch.utils.data.Dataset):
         sep_id: int | None = None,
         max_seq_len: int = 128,
         nsp_random_prob: float = 0.5,
+        sop_swap_prob: float = 0.5,
     ) -> None:
         self.kind, self.examples, self.seed = kind, examples, seed
         self.docs, self.masking = docs, masking
         self.cls_id, self.sep_id = cls_id, sep_id
         self.max_seq_len, self.nsp_random_prob = max_seq_len, nsp_random_prob
+        self.sop_swap_prob = sop_swap_prob
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -192,15 +195,18 @@ class PretrainingExamples(torch.utils.data.Dataset):
         if self.kind == "mlm":
             ids = np.asarray([self.cls_id, *row["input_ids"], self.sep_id], dtype=np.int64)
             item = {}
+        elif self.kind == "sop":
+            ids, token_types, swapped = self._sop_pair(row, rng)
+            item = {"token_type_ids": token_types, "sop_labels": np.int64(swapped)}
         else:
             ids, token_types, is_random = self._nsp_pair(row, rng)
             item = {"token_type_ids": token_types, "nsp_labels": np.int64(is_random)}
         item["input_ids"], item["mlm_labels"] = mask_tokens(ids, self.masking, rng)
         return item
 
-    def _nsp_pair(self, row: dict, rng: np.random.Generator):
-        """Segment A from the instance; B is its continuation, or (p = nsp_random_prob) text from
-        another document. Label 0 = B follows A, 1 = B is random (the Hugging Face convention)."""
+    def _consecutive(self, row: dict, rng: np.random.Generator) -> tuple[list[int], list[int]]:
+        """Two consecutive runs of the instance's segments: A, then B that follows it (B may be
+        empty when the instance is one token)."""
         segments = self.docs[int(row["doc"])]["segments"][row["start"] : row["end"]]
         target = self.max_seq_len - 3
         if len(segments) == 1:  # one long segment: split it inside, so B still follows A
@@ -208,15 +214,38 @@ class PretrainingExamples(torch.utils.data.Dataset):
             cut = int(rng.integers(1, len(seg))) if len(seg) > 1 else 1
             segments = [seg[:cut], seg[cut:]]
         a_end = int(rng.integers(1, len(segments))) if len(segments) > 1 else 1
-        a = _concat(segments[:a_end])
-        b = _concat(segments[a_end:])
+        return _concat(segments[:a_end]), _concat(segments[a_end:])
+
+    def _pair_ids(self, a: list[int], b: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """[CLS] a [SEP] b [SEP] and its token types (0 for [CLS] a [SEP], 1 after)."""
+        ids = np.asarray([self.cls_id, *a, self.sep_id, *b, self.sep_id], dtype=np.int64)
+        token_types = np.zeros(len(ids), dtype=np.int64)
+        token_types[len(a) + 2 :] = 1
+        return ids, token_types
+
+    def _sop_pair(self, row: dict, rng: np.random.Generator):
+        """Sentence-order prediction (ALBERT): two consecutive segments of one document, in their
+        order (label 0) or swapped (label 1, p = sop_swap_prob). Both classes come from the same
+        document, so the task is about order and coherence, not topic (NSP's shortcut)."""
+        a, b = self._consecutive(row, rng)
+        if not b:  # a one-token instance: split what there is so both sides hold text
+            a, b = a[:1], a[1:] or a[:1]
+        swapped = bool(rng.random() < self.sop_swap_prob)
+        _truncate_pair(a, b, self.max_seq_len - 3, rng)
+        first, second = (b, a) if swapped else (a, b)
+        ids, token_types = self._pair_ids(first, second)
+        return ids, token_types, swapped
+
+    def _nsp_pair(self, row: dict, rng: np.random.Generator):
+        """Segment A from the instance; B is its continuation, or (p = nsp_random_prob) text from
+        another document. Label 0 = B follows A, 1 = B is random (the Hugging Face convention)."""
+        target = self.max_seq_len - 3
+        a, b = self._consecutive(row, rng)
         is_random = bool(rng.random() < self.nsp_random_prob) or not b
         if is_random:
             b = self._random_segment_run(int(row["doc"]), max(1, target - len(a)), rng)
         _truncate_pair(a, b, target, rng)
-        ids = np.asarray([self.cls_id, *a, self.sep_id, *b, self.sep_id], dtype=np.int64)
-        token_types = np.zeros(len(ids), dtype=np.int64)
-        token_types[len(a) + 2 :] = 1
+        ids, token_types = self._pair_ids(a, b)
         return ids, token_types, is_random
 
     def _random_segment_run(self, avoid_doc: int, length: int, rng: np.random.Generator):

@@ -11,12 +11,13 @@ from __future__ import annotations
 from nlptool.objectives.base import LossTerm, Objective
 from nlptool.objectives.clm import CausalLM
 from nlptool.objectives.mlm import MaskedLM
-from nlptool.objectives.nsp import MaskedLMWithNSP
+from nlptool.objectives.nsp import MaskedLMWithNSP, MaskedLMWithSOP
 
 OBJECTIVES: dict[str, type[Objective]] = {
     "mlm": MaskedLM,
     "mlm_nsp": MaskedLMWithNSP,
     "clm": CausalLM,
+    "sop": MaskedLMWithSOP,
 }
 
 

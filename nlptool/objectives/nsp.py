@@ -33,3 +33,27 @@ class MaskedLMWithNSP(MaskedLM):
             (nsp_logits.argmax(dim=-1) == labels).sum(),
         )
         return {"mlm": masked_lm_term(model, hidden, batch["mlm_labels"]), "nsp": nsp}
+
+
+class MaskedLMWithSOP(MaskedLM):
+    """Masked LM plus sentence-order prediction (ALBERT): the pair is two consecutive segments of
+    one document, label 1 when the pipeline swapped them (`PretrainingExamples._sop_pair`). The
+    two-way head on the pooled first token is the same shape as NSP's (and the same module)."""
+
+    name = "sop"
+    terms = ("mlm", "sop")
+
+    def counts(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        counts = super().counts(batch)
+        counts["sop"] = torch.tensor(batch["sop_labels"].numel())
+        return counts
+
+    def __call__(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, LossTerm]:
+        hidden = model(batch["input_ids"], batch.get("attention_mask"), batch["token_type_ids"])
+        order_logits = model.nsp_logits(model.pool(hidden))  # (B, 2)
+        labels = batch["sop_labels"]
+        sop = LossTerm(
+            F.cross_entropy(order_logits.float(), labels, reduction="sum"),
+            (order_logits.argmax(dim=-1) == labels).sum(),
+        )
+        return {"mlm": masked_lm_term(model, hidden, batch["mlm_labels"]), "sop": sop}

@@ -64,11 +64,11 @@ def forward_flops(
             + 2.0 * b * td * h * v
         )
     flops = cfg.num_layers * block_flops(cfg, b, t)
-    if kind in ("mlm", "mlm_nsp"):
+    if kind in ("mlm", "mlm_nsp", "sop"):
         rows = b * t if mlm_head_everywhere else int((batch["mlm_labels"] != IGNORE_INDEX).sum())
         flops += 2 * rows * (h * h + h * v)  # the head's transform and decoder
-        if kind == "mlm_nsp":
-            flops += 2 * b * (h * h + 2 * h)  # pooler and next-sentence classifier
+        if kind in ("mlm_nsp", "sop"):
+            flops += 2 * b * (h * h + 2 * h)  # pooler and next-sentence / sentence-order head
     elif kind == "clm":
         flops += 2 * b * (t - 1) * h * v  # every position that has a next token
     elif kind in ("ner", "qa"):

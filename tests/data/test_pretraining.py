@@ -306,6 +306,39 @@ def test_single_segment_documents_still_give_true_continuations() -> None:
     assert within_sigmas(np.mean(labels), 0.5, len(labels))
 
 
+@pytest.mark.parametrize("swap_prob", [0.5, 0.25])
+def test_sop_pairs_are_consecutive_segments_in_or_out_of_order(swap_prob: float) -> None:
+    max_seq_len = 24
+    target = max_seq_len - 3
+    docs = synthetic_docs(num_docs=30, max_segments=6, seed=1)
+    places = token_places(docs)
+    instances = nsp_instances(docs, max_seq_len)
+    examples = PretrainingExamples(
+        "sop", instances, seed=3, docs=docs,
+        masking=masking(tokens_in(docs) + FIRST_ORDINARY, [PAD, UNK, CLS, SEP, MASK]),
+        cls_id=CLS, sep_id=SEP, max_seq_len=max_seq_len, sop_swap_prob=swap_prob,
+    )  # fmt: skip
+    labels = []
+    for epoch in range(-(-3000 // len(examples))):
+        for index in range(len(examples)):
+            item = examples[(epoch, index)]
+            first, second = split_pair(item, max_seq_len)
+            label = int(item["sop_labels"])
+            earlier, later = (second, first) if label == 1 else (first, second)
+            doc_a, _, a_last = contiguous_run(earlier, places)
+            doc_b, b_first, _ = contiguous_run(later, places)
+            # Both from the instance's own document (never another one), in document order
+            # once the swap is undone; adjacent when nothing was trimmed.
+            assert doc_a == doc_b == instances[index]["doc"]
+            assert b_first > a_last
+            if len(first) + len(second) < target:
+                assert b_first == a_last + 1
+            labels.append(label)
+    assert within_sigmas(np.mean(labels), swap_prob, len(labels))
+    again = examples[(1, 3)]
+    assert np.array_equal(again["input_ids"], examples[(1, 3)]["input_ids"])  # keyed, not a stream
+
+
 def test_nsp_needs_two_documents() -> None:
     from nlptool.errors import UserError
 

@@ -62,20 +62,21 @@ def test_mlm_loss_is_the_summed_cross_entropy_of_the_labelled_positions() -> Non
     assert objective.counts(batch)["mlm"] == selected.sum() > 0
 
 
-def test_nsp_term_is_the_cross_entropy_of_the_pooled_first_token() -> None:
+@pytest.mark.parametrize(("name", "term"), [("mlm_nsp", "nsp"), ("sop", "sop")])
+def test_pair_term_is_the_cross_entropy_of_the_pooled_first_token(name: str, term: str) -> None:
     model = tiny_model("bert")
     batch = mlm_batch([2, 2, 3, 1])
     batch["token_type_ids"] = torch.zeros_like(batch["input_ids"])
     batch["token_type_ids"][:, 6:] = 1
-    batch["nsp_labels"] = torch.tensor([0, 1, 1, 0])
-    objective = build_objective("mlm_nsp")
+    batch[f"{term}_labels"] = torch.tensor([0, 1, 1, 0])
+    objective = build_objective(name)
     terms = objective(model, batch)
-    assert set(terms) == {"mlm", "nsp"} == set(objective.terms)
+    assert set(terms) == {"mlm", term} == set(objective.terms)
     hidden = model(batch["input_ids"], None, batch["token_type_ids"])
-    nsp_logits = model.nsp_logits(model.pool(hidden))  # (B, 2)
-    expected = F.cross_entropy(nsp_logits, batch["nsp_labels"], reduction="sum")
-    torch.testing.assert_close(terms["nsp"].loss_sum, expected)
-    assert terms["nsp"].correct == (nsp_logits.argmax(-1) == batch["nsp_labels"]).sum()
+    pair_logits = model.nsp_logits(model.pool(hidden))  # (B, 2)
+    expected = F.cross_entropy(pair_logits, batch[f"{term}_labels"], reduction="sum")
+    torch.testing.assert_close(terms[term].loss_sum, expected)
+    assert terms[term].correct == (pair_logits.argmax(-1) == batch[f"{term}_labels"]).sum()
     # the MLM term sees the token types too
     labels = batch["mlm_labels"]
     mlm_expected = F.cross_entropy(
@@ -83,7 +84,7 @@ def test_nsp_term_is_the_cross_entropy_of_the_pooled_first_token() -> None:
     )
     torch.testing.assert_close(terms["mlm"].loss_sum, mlm_expected)
     counts = objective.counts(batch)
-    assert counts["nsp"] == 4 and counts["mlm"] == 8
+    assert counts[term] == 4 and counts["mlm"] == 8
 
 
 @pytest.mark.parametrize("padded", [False, True])

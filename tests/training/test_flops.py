@@ -40,6 +40,7 @@ def lm_batch(kind: str) -> dict[str, torch.Tensor]:
         labels[chosen] = ids[chosen]
         batch.update(mlm_labels=labels, token_type_ids=torch.zeros_like(ids))
         batch["nsp_labels"] = torch.zeros(B, dtype=torch.long)
+        batch["sop_labels"] = torch.ones(B, dtype=torch.long)
     return batch
 
 
@@ -52,7 +53,9 @@ def counted(fn) -> tuple[int, int]:
     return forward.get_total_flops(), backward.get_total_flops()
 
 
-@pytest.mark.parametrize("arch,kind", [("bert", "mlm"), ("bert", "mlm_nsp"), ("gpt", "clm")])
+@pytest.mark.parametrize(
+    "arch,kind", [("bert", "mlm"), ("bert", "mlm_nsp"), ("bert", "sop"), ("gpt", "clm")]
+)
 def test_pretraining_flops_match_torchs_counter(arch, kind):
     cfg = model_cfg(arch)
     model, objective, batch = build_model(cfg), build_objective(kind), lm_batch(kind)
