@@ -106,10 +106,12 @@ def test_bad_values_name_the_key(overrides, needle):
 @pytest.mark.parametrize("task", GROUPS.get("task", []))
 def test_every_task_passes_validation_with_its_model(task):
     kind = OmegaConf.load(CONFIGS / "task" / f"{task}.yaml").kind
-    model = "transformer-tiny" if kind == "translation" else "bert-mini"
+    model, arch = {"translation": ("transformer-tiny", "seq2seq"), "lm": ("gpt-mini", "gpt")}.get(
+        kind, ("bert-mini", "bert")
+    )
     typed = check_config(compose_cfg("finetune", [f"task={task}", f"model={model}"]))
     assert typed.task.name == task
-    assert typed.model.arch == ("seq2seq" if kind == "translation" else "bert")
+    assert typed.model.arch == arch
 
 
 def test_translation_presets_choose_their_model_and_tokenizer():
