@@ -136,6 +136,7 @@ def build_examples(
                 mask_id=tokenizer.require("mask", f"objective={objective}"),
                 vocab_size=tokenizer.vocab_size,
                 special_ids=np.asarray(tokenizer.special_ids, dtype=np.int64),
+                continuation=continuation_pieces(tokenizer) if cfg.objective.whole_word else None,
             ),
             "cls_id": tokenizer.require("cls", f"objective={objective}"),
             "sep_id": tokenizer.require("sep", f"objective={objective}"),
@@ -152,6 +153,19 @@ def build_examples(
         examples = examples.select(range(cfg.data.max_valid_examples))
     # Validation draws its masks from a stream of its own (a different seed offset).
     return PretrainingExamples(objective, examples, seed + (7919 if valid else 0), **kind_args)
+
+
+def continuation_pieces(tokenizer: TextTokenizer) -> np.ndarray:
+    """objective.whole_word: which ids continue a word (WordPiece's "##" pieces)."""
+    continuation = np.zeros(tokenizer.vocab_size, dtype=bool)
+    for token, index in tokenizer.tokenizer.get_vocab(with_added_tokens=True).items():
+        continuation[index] = token.startswith("##") and len(token) > 2
+    if not continuation.any():
+        raise UserError(
+            "objective.whole_word=true groups WordPiece pieces into words ('##' continuations), "
+            "but this tokenizer has none: use tokenizer=wordpiece (or wordpiece-cased)"
+        )
+    return continuation
 
 
 def model_config_for(cfg, tokenizer: TextTokenizer) -> ModelConfig:

@@ -50,6 +50,9 @@ class ObjectiveConfig:
     """Of the selected tokens, the fraction replaced by a random token (the rest stay unchanged)."""
     nsp_random_prob: float = 0.5
     """mlm_nsp: probability that segment B is taken from another document."""
+    whole_word: bool = False
+    """mlm, mlm_nsp, sop: mask whole words (a WordPiece token and its "##" pieces together; each
+    CJK character is a word) instead of single tokens."""
     sop_swap_prob: float = 0.5
     """sop: probability that the two consecutive segments are swapped (the label to predict)."""
 

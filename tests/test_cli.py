@@ -292,3 +292,12 @@ def test_bf16_autocast_runs_on_cpu(tmp_path):
     )
     final = read_metrics(tmp_path / "run")[-1]
     assert final["step"] == 2 and final["valid/loss"] < 20
+
+
+def test_whole_word_masking_trains_and_needs_wordpiece(tmp_path):
+    nlptool("pretrain", "trainer=smoke", "trainer.max_steps=2", "objective.whole_word=true",
+            "hydra.run.dir=wwm", cwd=tmp_path)  # fmt: skip
+    assert any("train/loss" in r for r in read_metrics(tmp_path / "wwm"))
+    proc = nlptool("pretrain", "trainer=smoke", "objective.whole_word=true", "tokenizer=bpe",
+                   "hydra.run.dir=bpe", cwd=tmp_path, check=False)  # fmt: skip
+    assert proc.returncode == 2 and "'##' continuations" in proc.stderr

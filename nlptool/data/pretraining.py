@@ -106,6 +106,9 @@ class MaskingConfig:
     mask_id: int
     vocab_size: int
     special_ids: np.ndarray  # ids never selected for prediction, nor drawn as random tokens
+    # Whole-word masking: True for the ids that continue a word (WordPiece "##" pieces); a word
+    # is a token and the continuation pieces after it, masked all together. None: per token.
+    continuation: np.ndarray | None = None
 
 
 def mask_tokens(
@@ -121,7 +124,11 @@ def mask_tokens(
     if len(candidates) == 0:
         return input_ids, labels
     k = max(1, int(round(len(candidates) * cfg.mask_rate)))
-    chosen = rng.choice(candidates, size=k, replace=False)
+    if cfg.continuation is None:
+        chosen = rng.choice(candidates, size=k, replace=False)
+    else:
+        chosen = _whole_words(input_ids, candidates, cfg.continuation, k, rng)
+        k = len(chosen)
     labels[chosen] = input_ids[chosen]
     out = input_ids.copy()
     action = rng.random(k)
@@ -137,6 +144,34 @@ def mask_tokens(
             ordinary = ordinary + (ordinary >= special)
         out[chosen[to_random]] = ordinary
     return out, labels
+
+
+def _whole_words(
+    input_ids: np.ndarray,
+    candidates: np.ndarray,
+    continuation: np.ndarray,
+    k: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Positions of whole words, drawn in random order until about k tokens are covered (a word
+    that would overshoot k is passed over, as in Google's BERT and Hugging Face's whole-word
+    collator). A word starts at a candidate that is not a continuation piece, or whose left
+    neighbour is not a candidate (a special token); CJK characters, which the WordPiece
+    pre-tokenizer splits one by one, are each a word."""
+    is_piece = continuation[input_ids[candidates]]
+    follows = np.r_[False, np.diff(candidates) == 1]
+    starts = ~(is_piece & follows)
+    words = np.split(candidates, np.flatnonzero(starts)[1:])
+    chosen: list[np.ndarray] = []
+    covered = 0
+    for w in rng.permutation(len(words)):
+        if covered >= k:
+            break
+        if covered + len(words[w]) > k and covered > 0:
+            continue
+        chosen.append(words[w])
+        covered += len(words[w])
+    return np.concatenate(chosen)
 
 
 def _truncate_pair(a: list[int], b: list[int], max_len: int, rng: np.random.Generator) -> None:

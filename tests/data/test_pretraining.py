@@ -126,6 +126,71 @@ def test_mask_rate_sets_the_count(mask_rate: float) -> None:
         assert (labels != IGNORE_INDEX).sum() == round(mask_rate * n_ordinary)
 
 
+def word_sequences(num: int, seed: int, pieces_from: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """[CLS] words [SEP] with each word a start token and 0-3 continuation pieces (ids from
+    pieces_from on); returns (ids, word number of each position, -1 on specials)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(num):
+        ids, words = [CLS], [-1]
+        for w in range(int(rng.integers(20, 40))):
+            ids.append(int(rng.integers(FIRST_ORDINARY, pieces_from)))
+            ids.extend(int(x) for x in rng.integers(pieces_from, 100, int(rng.integers(0, 4))))
+            words.extend([w] * (len(ids) - len(words)))
+        ids.append(SEP)
+        words.append(-1)
+        out.append((np.asarray(ids), np.asarray(words)))
+    return out
+
+
+def test_whole_word_masking_statistics() -> None:
+    continuation = np.zeros(100, dtype=bool)
+    continuation[60:] = True  # ids 60..99 are "##" pieces
+    cfg = masking(100, [PAD, UNK, CLS, SEP, MASK])
+    cfg.continuation = continuation
+    selected_total, ordinary_total, kinds = 0, 0, {"mask": 0, "kept": 0, "random": 0}
+    for i, (ids, words) in enumerate(word_sequences(3000, seed=5, pieces_from=60)):
+        out, labels = mask_tokens(ids, cfg, np.random.default_rng([7, i]))
+        selected = labels != IGNORE_INDEX
+        assert not selected[words < 0].any()  # never a special token
+        for w in np.unique(words[words >= 0]):  # a word is predicted whole or not at all
+            assert len(set(selected[words == w].tolist())) == 1
+        n = int((words >= 0).sum())
+        assert abs(int(selected.sum()) - round(0.15 * n)) <= 3  # within one word of the budget
+        selected_total += int(selected.sum())
+        ordinary_total += n
+        chosen_out, chosen_in = out[selected], ids[selected]
+        kinds["mask"] += int((chosen_out == MASK).sum())
+        kinds["kept"] += int((chosen_out == chosen_in).sum())
+        kinds["random"] += int(((chosen_out != MASK) & (chosen_out != chosen_in)).sum())
+    assert within_sigmas(selected_total / ordinary_total, 0.15, ordinary_total, sigmas=6)
+    assert within_sigmas(kinds["mask"] / selected_total, 0.8, selected_total)
+    assert within_sigmas(kinds["random"] / selected_total, 0.1 * (1 - 1 / 95), selected_total)
+
+
+def test_whole_words_of_a_wordpiece_tokenizer_and_cjk_characters() -> None:
+    from nlptool.app import continuation_pieces
+    from nlptool.data.tokenizer import train_tokenizer
+
+    text = ["unbelievable things happen", "我爱自然语言处理", "believable unbelievably"] * 50
+    tokenizer = train_tokenizer("wordpiece", iter(text), 75, 1, True)  # (few merges: pieces)
+    continuation = continuation_pieces(tokenizer)
+    ids = np.asarray(tokenizer.encode_batch(["我爱自然 unhappen"])[0])  # un ##h ##a ##pp ##en
+    pieces = [tokenizer.tokenizer.id_to_token(int(i)) for i in ids]
+    assert pieces[:4] == ["我", "爱", "自", "然"] and any(p.startswith("##") for p in pieces[4:])
+    cfg = masking(tokenizer.vocab_size, tokenizer.special_ids)
+    cfg.continuation = continuation
+    seen = set()
+    for seed in range(300):
+        _, labels = mask_tokens(ids, cfg, np.random.default_rng(seed))
+        chosen = tuple(np.flatnonzero(labels != IGNORE_INDEX).tolist())
+        seen.add(chosen)
+        # "unhappen" (positions 4..) goes together; each CJK character on its own
+        english = set(range(4, len(ids)))
+        assert english <= set(chosen) or not english & set(chosen)
+    assert {(0,), (1,), (2,), (3,)} <= seen
+
+
 def test_only_special_tokens_select_nothing() -> None:
     ids = np.array([CLS, SEP, PAD, PAD])
     out, labels = mask_tokens(ids, masking(50, [PAD, UNK, CLS, SEP, MASK]), np.random.default_rng())
