@@ -80,7 +80,9 @@ def reading(cfg) -> Iterator[None]:
         console.print(f"[yellow]{describe_replaced(replaced)}[/]")
 
 
-def prepare_data(cfg, tokenizer: TextTokenizer | None = None) -> PreparedData:
+def prepare_data(
+    cfg, tokenizer: TextTokenizer | None = None, objective: Any = None
+) -> PreparedData:
     """Corpus -> tokenizer (given, cached or trained) -> tokenized documents -> examples."""
     start = time.perf_counter()
     datasets.disable_progress_bars()  # the console status lines say what is happening
@@ -102,8 +104,8 @@ def prepare_data(cfg, tokenizer: TextTokenizer | None = None) -> PreparedData:
     with console.status("Tokenizing"):
         train_docs = tokenize_documents(corpus.train, tokenizer, cfg.data.num_proc)
         valid_docs = tokenize_documents(corpus.valid, tokenizer, cfg.data.num_proc)
-    train = build_examples(cfg, tokenizer, train_docs)
-    valid = build_examples(cfg, tokenizer, valid_docs, valid=True)
+    train = build_examples(cfg, tokenizer, train_docs, instance=objective)
+    valid = build_examples(cfg, tokenizer, valid_docs, valid=True, instance=objective)
     if len(train) == 0:
         raise UserError(
             f"The training data ({corpus.description}) are too small for one example of "
@@ -119,10 +121,13 @@ def prepare_data(cfg, tokenizer: TextTokenizer | None = None) -> PreparedData:
 
 
 def build_examples(
-    cfg, tokenizer: TextTokenizer, docs: datasets.Dataset, valid: bool = False
+    cfg, tokenizer: TextTokenizer, docs: datasets.Dataset, valid: bool = False, instance=None
 ) -> PretrainingExamples:
     objective, max_len = cfg.objective.name, cfg.data.max_seq_len
     seed = cfg.trainer.seed
+    if cfg.objective._target_:  # the user's objective makes its own examples
+        custom = instance if instance is not None else build_objective(cfg.objective)
+        return custom.build_examples(docs, tokenizer, max_len, seed, valid)
     if objective == "clm":
         eos = tokenizer.require("eos", "objective=clm")
         examples = pack_blocks(docs, max_len, eos)
@@ -166,6 +171,13 @@ def continuation_pieces(tokenizer: TextTokenizer) -> np.ndarray:
             "but this tokenizer has none: use tokenizer=wordpiece (or wordpiece-cased)"
         )
     return continuation
+
+
+def objective_collate(objective: Any, tokenizer: TextTokenizer) -> Any:
+    """The objective's own batching (a custom objective's collate), or the built-in one."""
+    if hasattr(objective, "collate"):
+        return objective.collate
+    return make_collate(collate, pad_id=tokenizer.pad_id)
 
 
 def model_config_for(cfg, tokenizer: TextTokenizer) -> ModelConfig:
@@ -368,7 +380,8 @@ def train_from_config(cfg_dict: DictConfig, init: Path | None = None) -> dict[st
     start = start_run(cfg, init)
     run_dir, device, resume_path = start.run_dir, start.device, start.resume_path
     with distributed.main_first():  # rank 0 fills the caches, the others read them
-        data = prepare_data(cfg, start.tokenizer)
+        objective = build_objective(cfg.objective)  # (one instance: its data and its batches)
+        data = prepare_data(cfg, start.tokenizer, objective)
     model_cfg = model_config_for(cfg, data.tokenizer)
     seed_everything(cfg.trainer.seed)
     model = build_model(model_cfg)
@@ -378,10 +391,10 @@ def train_from_config(cfg_dict: DictConfig, init: Path | None = None) -> dict[st
             console.print(f"Initialised from {init}")
     job = TrainingJob(
         model=model,
-        objective=build_objective(cfg.objective.name),
+        objective=objective,
         train_data=data.train,
         valid_data=data.valid,
-        collate=make_collate(collate, pad_id=data.tokenizer.pad_id),
+        collate=objective_collate(objective, data.tokenizer),
         tokenizer=data.tokenizer,
         config_yaml=to_yaml(cfg),
         run_dir=run_dir,
@@ -701,15 +714,16 @@ def evaluate(cfg_dict: DictConfig) -> dict[str, Any]:
     run_dir = run_dir_now()
     device = resolve_device(cfg.trainer.device)
     with distributed.main_first():
-        data = prepare_data(cfg, TextTokenizer.load(path))
+        objective = build_objective(cfg.objective)
+        data = prepare_data(cfg, TextTokenizer.load(path), objective)
     model = build_model(model_config_for(cfg, data.tokenizer))
     ckpt.load_weights(model, path)
     job = TrainingJob(
         model=model,
-        objective=build_objective(cfg.objective.name),
+        objective=objective,
         train_data=data.train,
         valid_data=data.train if cfg_dict.split == "train" else data.valid,
-        collate=make_collate(collate, pad_id=data.tokenizer.pad_id),
+        collate=objective_collate(objective, data.tokenizer),
         tokenizer=data.tokenizer,
         config_yaml=to_yaml(cfg),
         run_dir=run_dir,

@@ -154,6 +154,8 @@ def _task_choice(verb: str, args: list[str]) -> list[str]:
     keys = [a.split("=", 1)[0].lstrip("+") for a in args if "=" in a and not a.startswith("-")]
     if not any(k.startswith("task.") for k in keys) or "task" in keys:
         return args
+    if "task._target_" in keys:  # the user's own task class: any preset is a base to fill in
+        return ["task=classification", *args]
     if verb != "eval":
         return args if verb != "finetune" else _need_task()
     checkpoint = next((a.split("=", 1)[1] for a in args if a.startswith("checkpoint=")), None)

@@ -39,6 +39,11 @@ def _check(cond: bool, message: str) -> None:
 class ObjectiveConfig:
     """What the pretraining loss is."""
 
+    _target_: str | None = None
+    """Your own objective class (module.Class, see nlptool.objectives.base.CustomObjective); it is
+    built with objective.params as keyword arguments. null: the built-in objective `name`."""
+    params: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of a _target_ objective (+objective.params.span=3 on the command line)."""
     name: str = "mlm"
     """mlm (masked LM), mlm_nsp (masked LM + next-sentence prediction), sop (masked LM +
     sentence-order prediction, ALBERT), clm (causal LM)."""
@@ -58,7 +63,8 @@ class ObjectiveConfig:
 
     def validate(self) -> None:
         _check(
-            self.name in OBJECTIVES, f"objective.name={self.name!r}: expected one of {OBJECTIVES}"
+            self.name in OBJECTIVES or self._target_ is not None,
+            f"objective.name={self.name!r}: expected one of {OBJECTIVES} (or objective._target_)",
         )
         _check(
             0.0 < self.mask_rate < 1.0, f"objective.mask_rate={self.mask_rate}: must be in (0, 1)"
@@ -309,7 +315,12 @@ class TaskConfig:
     name: str = "classification"
     """Preset name, for logs and checkpoints."""
     kind: str = "classification"
-    """classification, pair_classification, regression, ner, qa or translation."""
+    """classification, pair_classification, regression, ner, qa, translation or lm."""
+    _target_: str | None = None
+    """Your own task class (module.Class implementing nlptool.tasks.base.Task, for instance a
+    subclass of a built-in task); built as Class(task config, **task.params)."""
+    params: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of a _target_ task."""
     data_dir: str | None = None
     """Folder the split files are read from (they may also be absolute paths)."""
     train_file: str | None = None
@@ -372,7 +383,10 @@ class TaskConfig:
     """translation: the longest output, in tokens."""
 
     def validate(self) -> None:
-        _check(self.kind in TASK_KINDS, f"task.kind={self.kind!r}: expected one of {TASK_KINDS}")
+        _check(
+            self.kind in TASK_KINDS or self._target_ is not None,
+            f"task.kind={self.kind!r}: expected one of {TASK_KINDS} (or task._target_)",
+        )
         _check(
             self.tag_scheme in ("auto", "IOB2", "IOBES", "BMES"),
             f"task.tag_scheme={self.tag_scheme!r}: expected auto, IOB2, IOBES or BMES",
@@ -549,6 +563,8 @@ def _check_combinations(cfg: PretrainConfig) -> None:
         _check_task_combinations(cfg)
         return
     arch, objective = cfg.model.arch, cfg.objective.name
+    if cfg.objective._target_ is not None:
+        objective = "custom"  # (its own examples and loss: no combination to check here)
     if objective in ("mlm", "mlm_nsp", "sop"):
         _check(
             arch == "bert",
@@ -594,7 +610,9 @@ def to_yaml(cfg: Any) -> str:
 
 def _check_task_combinations(cfg: PretrainConfig) -> None:
     task, arch = cfg.task, cfg.model.arch
-    if task.kind == "translation":
+    if task._target_ is not None:  # the task's own build_model says what it needs
+        pass
+    elif task.kind == "translation":
         _check(
             arch == "seq2seq", f"task={task.name} needs an encoder-decoder (model=transformer-*)"
         )

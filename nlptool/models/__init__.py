@@ -22,7 +22,13 @@ __all__ = [
 
 def build_model(cfg: ModelConfig) -> nn.Module:
     """The model for `cfg.arch`: BertForPreTraining (bert), GPTForCausalLM (gpt) or
-    Seq2SeqTransformer (seq2seq)."""
+    Seq2SeqTransformer (seq2seq); or the user's class of model._target_."""
+    if getattr(cfg, "_target_", None):
+        from nlptool.plugins import instantiate
+
+        return instantiate(
+            cfg._target_, "model", "nlptool.models.config.ModelProtocol", ("forward",), cfg
+        )
     if cfg.arch == "bert":
         return BertForPreTraining(cfg)
     if cfg.arch == "gpt":

@@ -7,6 +7,7 @@ CLI registers the same class as the schema of the `model` config group.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 ARCHITECTURES = ("bert", "gpt", "seq2seq")
 ACTIVATIONS = ("gelu", "gelu_tanh", "relu")
@@ -18,6 +19,9 @@ class ModelConfig:
 
     arch: str = "bert"
     """Architecture: bert (bidirectional encoder), gpt (causal decoder), seq2seq (encoder-decoder)."""
+    _target_: str | None = None
+    """Your own model class (module.Class built as Class(model config); see ModelProtocol),
+    used by pretraining in place of the architecture's built-in model."""
     name: str = "custom"
     """Preset name, for logs and checkpoints."""
     num_layers: int = 2
@@ -98,3 +102,15 @@ class ModelConfig:
     @property
     def decoder_layers(self) -> int:
         return self.num_decoder_layers or self.num_layers
+
+
+class ModelProtocol(Protocol):
+    """What a `model._target_` class provides: it is built as `Class(cfg: ModelConfig)` (the
+    shape fields, vocab_size filled in from the tokenizer) and is an `nn.Module` whose forward
+    gives hidden states (B, T, C). The objective decides what else it calls: `mlm_logits(hidden)`
+    for mlm, also `pool(hidden)` and `nsp_logits(pooled)` for mlm_nsp and sop, `lm_logits(hidden)`
+    for clm; its `cfg` attribute (this config) lets the trainer count FLOPs."""
+
+    cfg: ModelConfig
+
+    def forward(self, input_ids: Any, attention_mask: Any = None, *args: Any) -> Any: ...

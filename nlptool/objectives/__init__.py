@@ -21,8 +21,24 @@ OBJECTIVES: dict[str, type[Objective]] = {
 }
 
 
-def build_objective(name: str) -> Objective:
-    return OBJECTIVES[name]()
+CUSTOM_CONTRACT = (
+    "name", "terms", "perplexity_term", "counts", "__call__", "build_examples", "collate",
+)  # fmt: skip
+
+
+def build_objective(cfg) -> Objective:
+    """The objective of an ObjectiveConfig (its `_target_` class, or the built-in `name`), or of
+    a built-in name."""
+    if isinstance(cfg, str):
+        return OBJECTIVES[cfg]()
+    if cfg._target_:
+        from nlptool.plugins import instantiate
+
+        return instantiate(
+            cfg._target_, "objective", "nlptool.objectives.base.CustomObjective",
+            CUSTOM_CONTRACT, **cfg.params,
+        )  # fmt: skip
+    return OBJECTIVES[cfg.name]()
 
 
 __all__ = ["LossTerm", "Objective", "OBJECTIVES", "build_objective"]

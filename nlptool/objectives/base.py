@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -30,4 +30,28 @@ class Objective(Protocol):
 
     def __call__(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, LossTerm]:
         """Run the model on the batch; the summed loss and correct count of every term."""
+        ...
+
+
+class CustomObjective(Objective, Protocol):
+    """What an `objective._target_` class provides: the Objective above (name, terms,
+    perplexity_term, counts, __call__) and the data it trains on. It is built as
+    `Class(**objective.params)`; the model is the one of `model.arch` (or `model._target_`).
+
+    The examples must be a map-style data set keyed by (epoch, index) whose random choices come
+    from (seed, epoch, index) (`nlptool.data.pretraining.example_rng`): resuming and running on
+    several ranks stay exact. The built-in objectives are written the same way (see
+    `nlptool.data.pretraining.PretrainingExamples`)."""
+
+    def build_examples(
+        self, docs: Any, tokenizer: Any, max_seq_len: int, seed: int, valid: bool
+    ) -> Any:
+        """Examples from tokenized documents (a datasets.Dataset with a "segments" column: per
+        document, the token ids of each sentence, without special tokens; `pack_blocks` and
+        `nsp_instances` of nlptool.data.pretraining take it as it is); `valid`: the validation
+        split (draw its random choices apart)."""
+        ...
+
+    def collate(self, items: list[dict]) -> dict[str, torch.Tensor]:
+        """A batch from examples (pad with `tokenizer.pad_id`, labels with -100)."""
         ...

@@ -16,7 +16,20 @@ TASKS = {
 }
 
 
+TASK_CONTRACT = (
+    "terms", "perplexity_term", "main_metric", "greater_is_better", "read", "training_texts",
+    "set_tokenizer", "set_labels_from", "encode", "collate", "build_model", "counts",
+    "start_eval", "eval_batch", "end_eval",
+)  # fmt: skip
+
+
 def build_task(cfg):
-    """The task object for `task.kind`."""
+    """The task object for `task.kind`, or the user's class of `task._target_`."""
+    if getattr(cfg, "_target_", None):
+        from nlptool.plugins import instantiate
+
+        return instantiate(
+            cfg._target_, "task", "nlptool.tasks.base.Task", TASK_CONTRACT, cfg, **cfg.params
+        )
     module, name = TASKS[cfg.kind]
     return getattr(importlib.import_module(module), name)(cfg)

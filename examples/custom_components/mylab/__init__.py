@@ -1,0 +1,1 @@
+"""A lab's own nlptool components, kept outside nlptool (see ../README.md)."""
