@@ -133,6 +133,9 @@ def write_inputs(work: Path) -> None:
     play = "\n\n".join(f"KING: the crown is {w} .\nQUEEN: so it is ." for w in ("old", "new") * 30)
     (work / "plays_a.txt").write_text(play)
     (work / "plays_b.txt").write_text(play[: len(play) // 3])
+    comments = [{"comment": f"{'you fool' if i % 2 else 'thank you'} {i}", "toxic": i % 2 == 1}
+                for i in range(40)]  # fmt: skip
+    (work / "comments.jsonl").write_text("".join(json.dumps(c) + "\n" for c in comments))
     pairs = [{"prompt": f"say {w}", "response": f"{w} {w} ."} for w in ("yes", "no", "hi") * 10]
     (work / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
 
@@ -184,6 +187,7 @@ def placeholders(command: str) -> str:
         .replace("<run>", "run")
         .replace("<checkpoint>", "runs/pretrain/run/checkpoints/last")
         .replace("../shared/data", str(SHARED_DATA))  # (the README's paths are from the repo)
+        .replace("PYTHONPATH=examples/", f"PYTHONPATH={REPO}/examples/")
     )
 
 
