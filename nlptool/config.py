@@ -622,6 +622,12 @@ def _check_task_combinations(cfg: PretrainConfig) -> None:
             f"task={task.name} trains a causal language model: it needs a decoder "
             f"(model=gpt-*, or init= a GPT checkpoint), not model={cfg.model.name}",
         )
+    elif task.kind in ("classification", "pair_classification", "regression"):
+        _check(
+            arch in ("bert", "gpt"),
+            f"task={task.name} ({task.kind}) needs an encoder (model=bert-*) or a decoder "
+            f"(model=gpt-*), not model={cfg.model.name}",
+        )
     else:
         _check(
             arch == "bert",

@@ -92,3 +92,32 @@ class GPTForCausalLM(nn.Module):
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """(..., C) -> (..., V) next-token scores."""
         return self.lm_head(hidden)
+
+
+class GPTForSequenceClassification(GPTForCausalLM):
+    """GPT-2 with a classification (or regression, num_labels=1) head on the hidden state of the
+    last real token, as Hugging Face's `GPT2ForSequenceClassification`: a causal model has seen
+    the whole text only there. The head is a linear layer without bias (`score`); the LM head
+    stays (tied to the embeddings, no parameters of its own), so a pretrained GPT loads as is."""
+
+    def __init__(self, cfg: ModelConfig, num_labels: int) -> None:
+        super().__init__(cfg)
+        self.num_labels = num_labels
+        self.score = nn.Linear(cfg.hidden_size, num_labels, bias=False)
+        nn.init.normal_(self.score.weight, mean=0.0, std=cfg.initializer_range)
+
+    def forward(  # type: ignore[override]
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,  # (no segments in GPT: ignored)
+    ) -> torch.Tensor:
+        """input_ids (B, T), right-padded, attention_mask (B, T) -> logits (B, num_labels)."""
+        hidden = super().forward(input_ids, attention_mask)  # (B, T, C)
+        B, T = input_ids.shape
+        if attention_mask is None:
+            last = torch.full((B,), T - 1, device=input_ids.device)
+        else:
+            last = attention_mask.sum(dim=1) - 1  # (B,) the last real token of each row
+        pooled = hidden[torch.arange(B, device=input_ids.device), last]  # (B, C)
+        return self.score(pooled)

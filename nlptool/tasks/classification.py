@@ -21,6 +21,7 @@ from nlptool.data.tokenizer import TextTokenizer
 from nlptool.errors import UserError
 from nlptool.models.bert import BertForSequenceClassification
 from nlptool.models.config import ModelConfig
+from nlptool.models.gpt import GPTForSequenceClassification
 from nlptool.objectives.base import LossTerm
 from nlptool.tasks.base import TaskBase, TaskExamples, read_columns, text_field
 from nlptool.tasks.metrics import ClassificationMetrics, RegressionMetrics
@@ -44,7 +45,13 @@ class SequenceClassificationTask(TaskBase):
         self._metrics: Any = None
 
     def set_tokenizer(self, tokenizer: TextTokenizer) -> None:
+        """A BERT tokenizer gives [CLS] a [SEP] (b [SEP]); a GPT one (end-of-text, no [CLS]) gives
+        a (end-of-text b), read by a decoder at its last token."""
         self.tokenizer = tokenizer
+        self.decoder = tokenizer.ids.get("cls") is None and tokenizer.ids.get("eos") is not None
+        if self.decoder:
+            self.cls_id, self.sep_id = None, tokenizer.ids["eos"]
+            return
         self.cls_id = tokenizer.require("cls", f"task={self.cfg.name}")
         self.sep_id = tokenizer.require("sep", f"task={self.cfg.name}")
 
@@ -119,12 +126,19 @@ class SequenceClassificationTask(TaskBase):
     def encode(self, ds: datasets.Dataset) -> TaskExamples:
         texts = self.tokenizer.encode_batch(ds["text"])
         pairs = self.tokenizer.encode_batch(ds["text_pair"]) if self.pair else [[]] * len(ds)
-        budget = self.cfg.max_seq_len - (3 if self.pair else 2)
+        specials = (1 if self.pair else 0) if self.decoder else (3 if self.pair else 2)
+        budget = self.cfg.max_seq_len - specials
         columns: dict[str, list] = {"input_ids": [], "token_type_ids": [], "labels": []}
         truncated = 0
         for a, b, label, where in zip(texts, pairs, ds["label"], ds["where"]):
             truncated += len(a) + len(b) > budget
             a, b = truncate_pair(a, b, budget)
+            if self.decoder:  # the last token, where the decoder has read everything, is text
+                ids = [*a, self.sep_id, *b] if self.pair else (a or [self.sep_id])
+                columns["input_ids"].append(ids)
+                columns["token_type_ids"].append([0] * len(ids))
+                columns["labels"].append(self._label_value(label, where))
+                continue
             ids = [self.cls_id, *a, self.sep_id] + ([*b, self.sep_id] if self.pair else [])
             columns["input_ids"].append(ids)
             columns["token_type_ids"].append([0] * (len(a) + 2) + [1] * (len(ids) - len(a) - 2))
@@ -146,7 +160,15 @@ class SequenceClassificationTask(TaskBase):
         return pad_batch(items, {"input_ids": self.tokenizer.pad_id})
 
     def build_model(self, model_cfg: ModelConfig) -> nn.Module:
-        return BertForSequenceClassification(model_cfg, 1 if self.regression else len(self.labels))
+        num_labels = 1 if self.regression else len(self.labels)
+        if model_cfg.arch == "gpt":
+            return GPTForSequenceClassification(model_cfg, num_labels)
+        if getattr(self, "decoder", False):
+            raise UserError(
+                f"task={self.cfg.name} with model={model_cfg.name} needs a tokenizer with [CLS] and "
+                "[SEP] (tokenizer=wordpiece); a GPT-style tokenizer goes with a gpt* model"
+            )
+        return BertForSequenceClassification(model_cfg, num_labels)
 
     # -- the loss -------------------------------------------------------------------------
 
