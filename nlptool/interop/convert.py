@@ -351,6 +351,12 @@ def build_head_model(
 ) -> torch.nn.Module:
     """A fresh nlptool model with the head of task `kind` (None: the pretraining heads)."""
     if model_cfg.arch == "gpt":
+        if kind not in (None, "lm"):
+            raise UserError(
+                f"A GPT fine-tuned for {kind} has no Hugging Face export yet "
+                "(GPT2ForSequenceClassification is planned); GPT language models export as "
+                "GPT2LMHeadModel"
+            )
         return GPTForCausalLM(model_cfg)
     if kind in ("classification", "pair_classification"):
         return BertForSequenceClassification(model_cfg, len(labels or []))
