@@ -15,45 +15,39 @@ from nlptool.objectives.base import LossTerm
 from nlptool.objectives.mlm import MaskedLM, masked_lm_term
 
 
-class MaskedLMWithNSP(MaskedLM):
-    name = "mlm_nsp"
-    terms = ("mlm", "nsp")
+class _MaskedLMWithPairTask(MaskedLM):
+    """Masked LM plus a two-way prediction about the segment pair, made from the pooled first
+    token: `pair_term` names the term and its labels in the batch (`<pair_term>_labels`)."""
+
+    pair_term = "nsp"
 
     def counts(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         counts = super().counts(batch)
-        counts["nsp"] = torch.tensor(batch["nsp_labels"].numel())
+        counts[self.pair_term] = torch.tensor(batch[f"{self.pair_term}_labels"].numel())
         return counts
 
     def __call__(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, LossTerm]:
         hidden = model(batch["input_ids"], batch.get("attention_mask"), batch["token_type_ids"])
-        nsp_logits = model.nsp_logits(model.pool(hidden))  # (B, 2)
-        labels = batch["nsp_labels"]
-        nsp = LossTerm(
-            F.cross_entropy(nsp_logits.float(), labels, reduction="sum"),
-            (nsp_logits.argmax(dim=-1) == labels).sum(),
+        pair_logits = model.nsp_logits(model.pool(hidden))  # (B, 2)
+        labels = batch[f"{self.pair_term}_labels"]
+        pair = LossTerm(
+            F.cross_entropy(pair_logits.float(), labels, reduction="sum"),
+            (pair_logits.argmax(dim=-1) == labels).sum(),
         )
-        return {"mlm": masked_lm_term(model, hidden, batch["mlm_labels"]), "nsp": nsp}
+        return {"mlm": masked_lm_term(model, hidden, batch["mlm_labels"]), self.pair_term: pair}
 
 
-class MaskedLMWithSOP(MaskedLM):
+class MaskedLMWithNSP(_MaskedLMWithPairTask):
+    name = "mlm_nsp"
+    terms = ("mlm", "nsp")
+    pair_term = "nsp"
+
+
+class MaskedLMWithSOP(_MaskedLMWithPairTask):
     """Masked LM plus sentence-order prediction (ALBERT): the pair is two consecutive segments of
     one document, label 1 when the pipeline swapped them (`PretrainingExamples._sop_pair`). The
     two-way head on the pooled first token is the same shape as NSP's (and the same module)."""
 
     name = "sop"
     terms = ("mlm", "sop")
-
-    def counts(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        counts = super().counts(batch)
-        counts["sop"] = torch.tensor(batch["sop_labels"].numel())
-        return counts
-
-    def __call__(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, LossTerm]:
-        hidden = model(batch["input_ids"], batch.get("attention_mask"), batch["token_type_ids"])
-        order_logits = model.nsp_logits(model.pool(hidden))  # (B, 2)
-        labels = batch["sop_labels"]
-        sop = LossTerm(
-            F.cross_entropy(order_logits.float(), labels, reduction="sum"),
-            (order_logits.argmax(dim=-1) == labels).sum(),
-        )
-        return {"mlm": masked_lm_term(model, hidden, batch["mlm_labels"]), "sop": sop}
+    pair_term = "sop"
