@@ -121,9 +121,12 @@ def test_translation_presets_choose_their_model_and_tokenizer():
     assert cfg.model.name == "transformer-base"
 
 
-def test_task_with_a_decoder_is_refused():
-    with pytest.raises(UserError, match="needs an encoder"):
-        check_config(compose_cfg("finetune", ["task=sst2", "model=gpt-tiny"]))
+def test_token_and_span_tasks_with_a_decoder_are_refused():
+    for task in ("conll2003", "squad"):
+        with pytest.raises(UserError, match="needs an encoder"):
+            check_config(compose_cfg("finetune", [f"task={task}", "model=gpt-tiny"]))
+    # Sequence classification reads a decoder's last token: allowed.
+    check_config(compose_cfg("finetune", ["task=sst2", "model=gpt-tiny"]))
 
 
 def test_convert_config_composes_and_validates():
