@@ -27,10 +27,14 @@ TINY = [
 ]
 
 
-def nlptool(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "120"}
+def nlptool(
+    *args: str, cwd: Path, check: bool = True, launcher: tuple[str, ...] = (), **env_vars: str
+) -> subprocess.CompletedProcess:
+    """`python [launcher...] -m nlptool args` in cwd (launcher: e.g. torchrun's module and its
+    flags); env_vars are added to the environment."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "120", **env_vars}
     proc = subprocess.run(
-        [sys.executable, "-m", "nlptool", *args],
+        [sys.executable, *launcher, "-m", "nlptool", *args],
         cwd=cwd,
         env=env,
         capture_output=True,

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.test_cli import REPO, nlptool, read_metrics
+from tests.test_cli import nlptool, read_metrics
 
 # Accumulation on both sides: one process runs 4 micro-batches of 2 per step, each of 2 ranks 2.
 BERT = [
@@ -45,21 +43,16 @@ GPT = [a for a in BERT if not a.startswith(("model=", "objective="))] + [
 
 def torchrun(*args: str, cwd: Path, nproc: int = 2, check: bool = True):
     """`torchrun --standalone --nproc_per_node=<nproc> -m nlptool <args>`."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "120", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-        + [f"--nproc_per_node={nproc}", "-m", "nlptool", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"torchrun nlptool {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
-        )
-    return proc
+    launcher = ("-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}")
+    return nlptool(*args, cwd=cwd, check=check, launcher=launcher, OMP_NUM_THREADS="1")
+
+
+def write_classification(folder: Path, rows: list[str], train: int) -> tuple[Path, Path]:
+    """train.csv (the first `train` rows) and valid.csv (the rest), "text,label" files."""
+    paths = folder / "train.csv", folder / "valid.csv"
+    for path, part in zip(paths, (rows[:train], rows[train:])):
+        path.write_text("text,label\n" + "\n".join(part) + "\n")
+    return paths
 
 
 def by_step(run_dir: Path, keys: tuple[str, ...]) -> dict[tuple[int, str], float]:
@@ -141,12 +134,10 @@ def test_ddp_resumes_from_its_checkpoint(single_bert, tmp_path):
 def test_a_ddp_checkpoint_finetunes_in_one_process(tmp_path):
     run = tmp_path / "ddp"
     torchrun("pretrain", *BERT, "trainer.max_steps=3", f"hydra.run.dir={run}", cwd=tmp_path)
-    train, valid = tmp_path / "train.csv", tmp_path / "valid.csv"
     rows = [
         f"a {'good fine great' if i % 2 else 'bad poor awful'} day {i},{i % 2}" for i in range(48)
     ]
-    train.write_text("text,label\n" + "\n".join(rows[:32]) + "\n")
-    valid.write_text("text,label\n" + "\n".join(rows[32:]) + "\n")
+    train, valid = write_classification(tmp_path, rows, 32)
     task = [
         "task=classification",
         f"task.train_file={train}",
@@ -162,14 +153,12 @@ def test_a_ddp_checkpoint_finetunes_in_one_process(tmp_path):
 
 
 def test_ddp_fine_tuning_a_task_matches_one_process(tmp_path):
-    train, valid = tmp_path / "train.csv", tmp_path / "valid.csv"
     words = ["good", "great", "fine", "bad", "poor", "awful", "the", "a", "film", "was", "very"]
     rows = [
         f"{' '.join(words[(i * k) % len(words)] for k in range(1 + i % 7))},{i % 3}"
         for i in range(60)
     ]
-    train.write_text("text,label\n" + "\n".join(rows[:44]) + "\n")
-    valid.write_text("text,label\n" + "\n".join(rows[44:]) + "\n")
+    train, valid = write_classification(tmp_path, rows, 44)
     args = [
         "task=classification",
         f"task.train_file={train}",
