@@ -480,7 +480,7 @@ def task_model_from_checkpoint(path: Path) -> tuple[Any, torch.nn.Module, DictCo
             "fine-tuned checkpoint (nlptool finetune task=... init=...)"
         )
     task_cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TaskConfig), saved.task))
-    task = build_task(task_cfg)
+    task = build_task(task_cfg, saved.model.arch)
     task.set_tokenizer(TextTokenizer.load(path))
     task.labels = list(task_cfg.labels or [])
     model_cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig), saved.model))
@@ -588,7 +588,7 @@ def prepare_task(cfg, tokenizer: TextTokenizer | None, splits: tuple[str, ...]):
     from nlptool.tasks import build_task
 
     datasets.disable_progress_bars()
-    task = build_task(cfg.task)
+    task = build_task(cfg.task, cfg.model.arch)
     with console.status(f"Reading {cfg.task.name}"), reading(cfg):
         raw = {split: task.read(split) for split in splits}
     if tokenizer is None:

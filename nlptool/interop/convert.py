@@ -7,7 +7,8 @@
   Heads the source lacks are initialised fresh and listed.
 - **Export** (`export_hf`): an nlptool BERT or GPT checkpoint becomes a folder that
   `transformers` loads with its Auto classes (the head decides the architecture: pretraining,
-  sequence or token classification, question answering, causal LM), and `AutoTokenizer`, without
+  sequence or token classification, question answering, causal LM, GPT-2 sequence
+  classification), and `AutoTokenizer`, without
   remote code; safetensors only.
 - `resolve_model_source` lets every `init=` / `checkpoint=` take either format, or
   `hf:<name>` to fetch a model from the hub (imports are cached by the folder's contents).
@@ -46,7 +47,7 @@ from nlptool.models.bert import (
     BertForTokenClassification,
 )
 from nlptool.models.config import ModelConfig
-from nlptool.models.gpt import GPTForCausalLM
+from nlptool.models.gpt import GPTForCausalLM, GPTForSequenceClassification
 from nlptool.training import checkpoint as ckpt
 
 # HF architecture -> the task kind of its head (None: a pretraining model or a bare encoder)
@@ -59,7 +60,11 @@ BERT_ARCHITECTURES: dict[str, str | None] = {
     "BertForTokenClassification": "ner",
     "BertForQuestionAnswering": "qa",
 }
-GPT2_ARCHITECTURES: dict[str, str | None] = {"GPT2Model": None, "GPT2LMHeadModel": None}
+GPT2_ARCHITECTURES: dict[str, str | None] = {
+    "GPT2Model": None,
+    "GPT2LMHeadModel": None,
+    "GPT2ForSequenceClassification": "classification",
+}
 SUPPORTED = {"bert": BERT_ARCHITECTURES, "gpt2": GPT2_ARCHITECTURES}
 # nlptool task kind -> the HF architecture of its head
 EXPORT_ARCHITECTURES = {
@@ -69,6 +74,13 @@ EXPORT_ARCHITECTURES = {
     "regression": "BertForSequenceClassification",
     "ner": "BertForTokenClassification",
     "qa": "BertForQuestionAnswering",
+}
+GPT2_EXPORT_ARCHITECTURES = {
+    None: "GPT2LMHeadModel",
+    "lm": "GPT2LMHeadModel",
+    "classification": "GPT2ForSequenceClassification",
+    "pair_classification": "GPT2ForSequenceClassification",
+    "regression": "GPT2ForSequenceClassification",
 }
 HF_ACTIVATION = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu"}
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -252,7 +264,9 @@ def _labels(config: dict[str, Any]) -> list[str]:
     return labels
 
 
-HEAD_MODULES = ("mlm_head", "nsp_head", "bert.pooler", "classifier", "qa_outputs", "lm_head")
+HEAD_MODULES = (
+    "mlm_head", "nsp_head", "bert.pooler", "classifier", "qa_outputs", "lm_head", "score",
+)  # fmt: skip
 
 
 def _fresh_modules(missing: list[str]) -> list[str]:
@@ -351,11 +365,14 @@ def build_head_model(
 ) -> torch.nn.Module:
     """A fresh nlptool model with the head of task `kind` (None: the pretraining heads)."""
     if model_cfg.arch == "gpt":
+        if kind in ("classification", "pair_classification"):
+            return GPTForSequenceClassification(model_cfg, len(labels or []))
+        if kind == "regression":
+            return GPTForSequenceClassification(model_cfg, 1)
         if kind not in (None, "lm"):
             raise UserError(
-                f"A GPT fine-tuned for {kind} has no Hugging Face export yet "
-                "(GPT2ForSequenceClassification is planned); GPT language models export as "
-                "GPT2LMHeadModel"
+                f"A GPT model has no {kind} head: GPT checkpoints are language models "
+                "(GPT2LMHeadModel) or sequence classifiers (GPT2ForSequenceClassification)"
             )
         return GPTForCausalLM(model_cfg)
     if kind in ("classification", "pair_classification"):
@@ -428,7 +445,7 @@ def export_hf(checkpoint: Path, out: Path, overwrite: bool = False) -> ExportRep
         )
     task = saved.get("task")
     kind = task.kind if task is not None else None
-    if arch == "gpt" and kind is not None:
+    if arch == "gpt" and kind not in GPT2_EXPORT_ARCHITECTURES:
         raise UserError(f"{checkpoint}: exporting a GPT with a {kind} head is not supported")
     if kind == "translation":
         raise UserError(f"{checkpoint}: translation models cannot be exported")
@@ -454,11 +471,13 @@ def export_hf(checkpoint: Path, out: Path, overwrite: bool = False) -> ExportRep
             model_cfg, architecture, kind, list(task.labels or []) if task else []
         )
     else:
-        architecture = "GPT2LMHeadModel"
+        architecture = GPT2_EXPORT_ARCHITECTURES[kind]
         tensors = gpt2_to_hf(ours)
-        if model_cfg.tie_word_embeddings:
+        # the classifier has no LM head; the LM's is the embeddings when they are tied
+        if model_cfg.tie_word_embeddings or architecture != "GPT2LMHeadModel":
             tensors.pop("lm_head.weight", None)
-        config = _gpt2_config(model_cfg, tokenizer)
+        labels = list(task.labels or []) if task is not None and kind != "lm" else []
+        config = _gpt2_config(model_cfg, tokenizer, architecture, kind, labels)
     config["pad_token_id"] = tokenizer.pad_id
     tmp = out.parent / f".tmp-{out.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -505,6 +524,12 @@ def _bert_config(model_cfg: Any, architecture: str, kind: str | None, labels: li
         "position_embedding_type": "absolute",
         **_common_config(model_cfg),
     }
+    _label_config(config, kind, labels)
+    return config
+
+
+def _label_config(config: dict[str, Any], kind: str | None, labels: list[str]) -> None:
+    """problem_type, num_labels, id2label and label2id of a task head's config.json."""
     if kind == "regression":
         config.update(num_labels=1, problem_type="regression")
         labels = ["score"]
@@ -513,14 +538,18 @@ def _bert_config(model_cfg: Any, architecture: str, kind: str | None, labels: li
     if labels:
         config["id2label"] = {str(i): label for i, label in enumerate(labels)}
         config["label2id"] = {label: i for i, label in enumerate(labels)}
-    return config
 
 
-def _gpt2_config(model_cfg: Any, tokenizer: TextTokenizer) -> dict[str, Any]:
+def _gpt2_config(
+    model_cfg: Any, tokenizer: TextTokenizer, architecture: str, kind: str | None, labels: list[str]
+) -> dict[str, Any]:
+    """config.json of a GPT-2 export. A `GPT2ForSequenceClassification` pools at the last token
+    that is not `pad_token_id` (set by the caller to the tokenizer's pad id): with right padding,
+    the last real token, as nlptool's attention-mask pooling does."""
     eos = tokenizer.ids["eos"] if tokenizer.ids["eos"] is not None else 0
-    return {
+    config = {
         "model_type": "gpt2",
-        "architectures": ["GPT2LMHeadModel"],
+        "architectures": [architecture],
         "n_embd": model_cfg.hidden_size,
         "n_layer": model_cfg.num_layers,
         "n_head": model_cfg.num_heads,
@@ -535,6 +564,8 @@ def _gpt2_config(model_cfg: Any, tokenizer: TextTokenizer) -> dict[str, Any]:
         "eos_token_id": eos,
         **_common_config(model_cfg),
     }
+    _label_config(config, kind, labels)
+    return config
 
 
 def _write_hf_tokenizer(tokenizer: TextTokenizer, folder: Path, arch: str, max_len: int) -> None:
@@ -563,7 +594,7 @@ def _write_hf_tokenizer(tokenizer: TextTokenizer, folder: Path, arch: str, max_l
         settings.update(tokenizer_class="GPT2Tokenizer", add_prefix_space=False)
         eos = names.get("eos")
         settings.update(bos_token=eos, eos_token=eos, unk_token=eos)
-        roles = ("pad",) if names.get("pad") != eos else ()
+        roles = ("pad",)  # (end-of-text when there is no pad token): batches pad as ours do
     else:
         settings["tokenizer_class"] = "PreTrainedTokenizerFast"
         roles = ("unk", "cls", "sep", "pad", "mask", "eos")

@@ -196,11 +196,13 @@ def _gpt2_rules(num_layers: int) -> list[_Rule]:
         rules += _linear(f"{ours}.mlp.proj", f"{hf}.mlp.c_proj", transpose=True)
     rules += _linear("final_norm", "transformer.ln_f")
     rules.append(_Rule("lm_head.weight", ("lm_head.weight",)))
+    rules.append(_Rule("score.weight", ("score.weight",)))  # GPT2ForSequenceClassification
     return rules
 
 
 def gpt2_from_hf(hf_state_dict: Mapping[str, torch.Tensor]) -> StateDict:
-    """HF `GPT2LMHeadModel` (or `GPT2Model`) state dict -> nlptool `GPTForCausalLM` one.
+    """HF `GPT2LMHeadModel` (`GPT2Model`, `GPT2ForSequenceClassification`) state dict -> nlptool
+    `GPTForCausalLM` (`GPTForSequenceClassification`) one.
 
     The causal-mask buffers (`attn.bias`, `attn.masked_bias`) are skipped; keys without the
     `transformer.` prefix (a `GPT2Model` checkpoint, like the original `gpt2` files) are accepted,
@@ -211,7 +213,7 @@ def gpt2_from_hf(hf_state_dict: Mapping[str, torch.Tensor]) -> StateDict:
     for key, tensor in hf_state_dict.items():
         if key.endswith((".attn.bias", ".attn.masked_bias")):
             continue  # causal-mask buffers, not weights
-        if not has_prefix and key != "lm_head.weight":
+        if not has_prefix and key not in ("lm_head.weight", "score.weight"):
             key = f"transformer.{key}"
         sd[key] = tensor
     if "transformer.wte.weight" in sd:
@@ -221,7 +223,9 @@ def gpt2_from_hf(hf_state_dict: Mapping[str, torch.Tensor]) -> StateDict:
 
 
 def gpt2_to_hf(our_state_dict: Mapping[str, torch.Tensor]) -> StateDict:
-    """nlptool `GPTForCausalLM` state dict -> HF `GPT2LMHeadModel` one (Conv1D layout)."""
+    """nlptool `GPTForCausalLM` (`GPTForSequenceClassification`) state dict -> HF
+    `GPT2LMHeadModel` (`GPT2ForSequenceClassification`, with `lm_head.weight` to drop) one
+    (Conv1D layout)."""
     sd = dict(our_state_dict)
     if "token_embeddings.weight" in sd:
         sd.setdefault("lm_head.weight", sd["token_embeddings.weight"])

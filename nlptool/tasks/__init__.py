@@ -23,8 +23,16 @@ TASK_CONTRACT = (
 )  # fmt: skip
 
 
-def build_task(cfg):
-    """The task object for `task.kind`, or the user's class of `task._target_`."""
+def build_task(cfg, model_arch: str | None = None):
+    """The task object for `task.kind`, or the user's class of `task._target_`, told the
+    architecture of its model (`model.arch`) when given and when it has a `model_arch`."""
+    task = _new_task(cfg)
+    if model_arch is not None and hasattr(task, "model_arch"):
+        task.model_arch = model_arch
+    return task
+
+
+def _new_task(cfg):
     if getattr(cfg, "_target_", None):
         from nlptool.plugins import instantiate
 

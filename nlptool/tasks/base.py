@@ -70,6 +70,9 @@ class TaskBase:
     terms = ("task",)
     perplexity_term = None
     greater_is_better = True
+    # The architecture of the model the task feeds (`build_task` sets it): a GPT reads its text
+    # without [CLS]/[SEP], even when its tokenizer has such tokens.
+    model_arch = "bert"
 
     def __init__(self, cfg) -> None:
         self.cfg = cfg

@@ -45,12 +45,14 @@ class SequenceClassificationTask(TaskBase):
         self._metrics: Any = None
 
     def set_tokenizer(self, tokenizer: TextTokenizer) -> None:
-        """A BERT tokenizer gives [CLS] a [SEP] (b [SEP]); a GPT one (end-of-text, no [CLS]) gives
-        a (end-of-text b), read by a decoder at its last token."""
+        """For a BERT: [CLS] a [SEP] (b [SEP]). For a GPT: a (end-of-text b), read at its last
+        token, where the decoder has seen everything; the text as in pretraining (a GPT never saw
+        [CLS]-like tokens there, even when its tokenizer has them, as a `tokenizer=bpe` does)."""
         self.tokenizer = tokenizer
-        self.decoder = tokenizer.ids.get("cls") is None and tokenizer.ids.get("eos") is not None
+        self.decoder = self.model_arch == "gpt"
         if self.decoder:
-            self.cls_id, self.sep_id = None, tokenizer.ids["eos"]
+            self.cls_id = None
+            self.sep_id = tokenizer.require("eos", f"task={self.cfg.name} with a GPT")
             return
         self.cls_id = tokenizer.require("cls", f"task={self.cfg.name}")
         self.sep_id = tokenizer.require("sep", f"task={self.cfg.name}")
@@ -163,11 +165,6 @@ class SequenceClassificationTask(TaskBase):
         num_labels = 1 if self.regression else len(self.labels)
         if model_cfg.arch == "gpt":
             return GPTForSequenceClassification(model_cfg, num_labels)
-        if getattr(self, "decoder", False):
-            raise UserError(
-                f"task={self.cfg.name} with model={model_cfg.name} needs a tokenizer with [CLS] and "
-                "[SEP] (tokenizer=wordpiece); a GPT-style tokenizer goes with a gpt* model"
-            )
         return BertForSequenceClassification(model_cfg, num_labels)
 
     # -- the loss -------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from nlptool.interop.convert import (
     resolve_model_source,
 )
 from nlptool.interop.hf import config_from_hf_bert
+from nlptool.models.gpt import GPTForCausalLM
 from nlptool.training import checkpoint as ckpt
 from tests.interop.test_hf_mapping import batch as padded_batch
 
@@ -155,7 +156,7 @@ def bert_config(vocab_size: int, **kw):
     )
 
 
-def gpt2_config(vocab_size: int):
+def gpt2_config(vocab_size: int, **kw):
     return transformers.GPT2Config(
         vocab_size=vocab_size,
         n_embd=32,
@@ -165,6 +166,7 @@ def gpt2_config(vocab_size: int):
         bos_token_id=0,
         eos_token_id=0,
         attn_implementation="eager",
+        **kw,
     )
 
 
@@ -198,11 +200,21 @@ def hf_bert_folder(folder: Path, architecture: str, lowercase: bool = True):
     return model
 
 
+GPT2_HEADS = {
+    "GPT2LMHeadModel": {},
+    "GPT2Model": {},
+    # GPT-2 has no pad token: padded with end-of-text (id 0 here), as people fine-tune it
+    "GPT2ForSequenceClassification": {**BERT_HEADS["BertForSequenceClassification"], "pad_token_id": 0},
+}  # fmt: skip
+
+
 def hf_gpt2_folder(folder: Path, architecture: str = "GPT2LMHeadModel"):
     write_bpe_folder(folder)
     vocab_size = len(json.loads((folder / "vocab.json").read_text()))
     torch.manual_seed(0)
-    model = getattr(transformers, architecture)(gpt2_config(vocab_size)).eval()
+    model = getattr(transformers, architecture)(
+        gpt2_config(vocab_size, **GPT2_HEADS[architecture])
+    ).eval()
     randomize(model)
     model.save_pretrained(str(folder))
     return model
@@ -214,6 +226,12 @@ def compare(architecture: str, ours: torch.nn.Module, theirs: torch.nn.Module, v
     valid = mask.bool()
     ours.eval()
     with torch.no_grad():
+        if architecture == "GPT2ForSequenceClassification":
+            # HF pools at the last token that is not the pad id: pad with it, and only there
+            pad = theirs.config.pad_token_id
+            ids = torch.where(valid & (ids == pad), (pad + 1) % vocab, ids).masked_fill(~valid, pad)
+            close(ours(ids, mask), theirs(input_ids=ids, attention_mask=mask).logits)
+            return
         if architecture.startswith("GPT2"):
             out = theirs(input_ids=ids, attention_mask=mask)
             hidden = ours(ids, attention_mask=mask)
@@ -247,7 +265,7 @@ def vocab_of(folder: Path) -> int:
     return json.loads((folder / "config.json").read_text())["vocab_size"]
 
 
-@pytest.mark.parametrize("architecture", [*BERT_HEADS, "GPT2LMHeadModel", "GPT2Model"])
+@pytest.mark.parametrize("architecture", [*BERT_HEADS, *GPT2_HEADS])
 def test_import_gives_the_source_logits(tmp_path, architecture):
     src = tmp_path / "hf"
     if architecture.startswith("GPT2"):
@@ -268,16 +286,19 @@ def test_import_gives_the_source_logits(tmp_path, architecture):
         "BertForQuestionAnswering": ["bert.pooler"],
         "GPT2LMHeadModel": [],
         "GPT2Model": [],
+        "GPT2ForSequenceClassification": [],
     }[architecture]
     assert sorted(report.fresh) == sorted(expected_fresh)
     config = ckpt.read_checkpoint(tmp_path / "ours").config_yaml
-    if architecture == "BertForSequenceClassification":
+    if architecture.endswith("ForSequenceClassification"):
         assert "- negative" in config and "kind: classification" in config
     if architecture == "BertForTokenClassification":
         assert "- B-PER" in config and "kind: ner" in config
 
 
-@pytest.mark.parametrize("architecture", [*BERT_HEADS, "GPT2LMHeadModel"])
+@pytest.mark.parametrize(
+    "architecture", [*BERT_HEADS, "GPT2LMHeadModel", "GPT2ForSequenceClassification"]
+)
 def test_round_trip_gives_the_source_tensors(tmp_path, architecture):
     src = tmp_path / "hf"
     if architecture.startswith("GPT2"):
@@ -335,6 +356,8 @@ EXPORTS = {
     ("ner", "mlm"): ["AutoModel", "AutoModelForTokenClassification"],
     ("qa", "mlm"): ["AutoModelForQuestionAnswering"],
     (None, "clm"): ["AutoModel", "AutoModelForCausalLM"],
+    ("classification", "clm"): ["AutoModel", "AutoModelForSequenceClassification"],
+    ("regression", "clm"): ["AutoModelForSequenceClassification"],
 }
 
 
@@ -357,10 +380,14 @@ def test_export_loads_in_transformers_with_our_logits(tmp_path, kind, objective)
         if auto == "AutoModel" and kind is not None:  # the encoder of a task model
             ids, mask, types = padded_batch(tokenizer.vocab_size)
             with torch.no_grad():
-                hidden = ours.bert(ids, mask, types)
-                out = theirs(input_ids=ids, attention_mask=mask, token_type_ids=types)
+                if objective == "clm":  # the decoder under the score layer
+                    hidden = GPTForCausalLM.forward(ours, ids, mask)
+                    out = theirs(input_ids=ids, attention_mask=mask)
+                else:
+                    hidden = ours.bert(ids, mask, types)
+                    out = theirs(input_ids=ids, attention_mask=mask, token_type_ids=types)
             close(hidden, out.last_hidden_state, mask.bool())
-            if kind == "classification":
+            if kind == "classification" and objective != "clm":
                 close(ours.bert.pool(hidden), out.pooler_output)
             continue
         compare(architecture, ours, theirs, tokenizer.vocab_size)
@@ -372,6 +399,7 @@ def test_export_loads_in_transformers_with_our_logits(tmp_path, kind, objective)
         assert config["id2label"]["1"] == "B-PER"
     if kind == "regression":
         assert config["num_labels"] == 1 and config["problem_type"] == "regression"
+    assert config["pad_token_id"] == tokenizer.pad_id
     # the exported tokenizer gives our ids through AutoTokenizer
     theirs_tok = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "export"))
     for text in SAMPLE:
