@@ -44,9 +44,20 @@ def config_dir() -> str:
 def _print_error(message: str) -> None:
     from rich.console import Console
     from rich.panel import Panel
+    from rich.text import Text
 
-    Console(stderr=True, highlight=False).print(
-        Panel(message, title="nlptool: error", title_align="left", border_style="red", expand=False)
+    console = Console(stderr=True, highlight=False)
+    if not console.is_terminal:  # a log file: one line, no box, nothing broken mid-path
+        console.print(f"nlptool: error: {message}", soft_wrap=True, markup=False)
+        return
+    console.print(
+        Panel(
+            Text(message),
+            title="nlptool: error",
+            title_align="left",
+            border_style="red",
+            expand=False,
+        )  # fmt: skip
     )
 
 

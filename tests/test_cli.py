@@ -259,6 +259,9 @@ def test_bad_file_line_is_named(tmp_path):
     assert proc.returncode == 2
     assert "bad.jsonl" in proc.stderr and "line 2" in proc.stderr
     assert "Traceback" not in proc.stderr
+    # Into a pipe or a log file the error is one line, however long its path, and no box.
+    (line,) = [line for line in proc.stderr.splitlines() if line.startswith("nlptool: error: ")]
+    assert f"{tmp_path / 'bad.jsonl'}, line 2: invalid JSON" in line and "│" not in proc.stderr
 
 
 def test_data_hf_loads_a_local_dataset_by_path(tmp_path):

@@ -21,6 +21,9 @@ from rich.progress import (
 from rich.table import Table
 
 console = Console(highlight=False)
+# Into a file or a pipe (logs, CI, cluster jobs) a line stays one line, paths and all, so that
+# it can be grepped; rich would break it at 80 columns there. A terminal wraps as it likes.
+console.soft_wrap = not console.is_terminal
 
 
 class MetricsLog:
