@@ -75,13 +75,13 @@ def swept_keys(jobs: list[dict[str, Any]]) -> list[str]:
 def summary_table(jobs: list[dict[str, Any]], title: str):
     from rich.table import Table
 
-    from nlptool.training.logging import format_value
+    from nlptool.training.logging import format_value, table_box
 
     keys = swept_keys(jobs)
     metric_names: list[str] = []
     for job in jobs:
         metric_names.extend(m for m in job.get("metrics", {}) if m not in metric_names)
-    table = Table(title=title, title_justify="left")
+    table = Table(title=title, title_justify="left", **table_box())
     with_best = any("best" in job for job in jobs)
     for name in ["job", *keys]:
         table.add_column(name, style="bold" if name == "job" else None, overflow="fold")

@@ -26,6 +26,11 @@ console = Console(highlight=False)
 console.soft_wrap = not console.is_terminal
 
 
+def table_box() -> dict[str, Any]:
+    """Table() keywords: rich's lines on a terminal, none in a log file (plain columns)."""
+    return {} if console.is_terminal else {"box": None}
+
+
 class MetricsLog:
     """Appends one JSON object per line to metrics.jsonl; every record carries "step"."""
 
@@ -126,7 +131,7 @@ def summary_table(title: str, rows: list[tuple[str, str]]) -> Table:
 
 def metrics_table(title: str, records: dict[str, dict[str, Any]]) -> Table:
     """records: column name (e.g. "start", "end") -> metrics; one row per metric name."""
-    table = Table(title=title, title_justify="left")
+    table = Table(title=title, title_justify="left", **table_box())
     table.add_column("metric", style="bold")
     names: list[str] = []
     for metrics in records.values():

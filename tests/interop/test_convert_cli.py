@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from nlptool.interop.convert import load_model
-from tests.interop.test_convert import compare, hf_bert_folder, vocab_of
+from tests.interop.test_convert import compare, hf_bert_folder, hf_gpt2_folder, vocab_of
 from tests.tasks.test_classification import sentiment_rows, write_csv
 from tests.tasks.test_ner import ner_sentences
 from tests.tasks.test_qa import synthetic_squad, write_json
@@ -133,3 +133,28 @@ def test_finetune_from_a_hugging_face_folder(tmp_path, kind):
     source = theirs.bert.embeddings.word_embeddings.weight
     assert word.shape == source.shape
     assert torch.allclose(word, source, atol=0.05)  # two small steps away, not a fresh init
+
+
+def test_a_hugging_face_gpt2_classifier_evaluates_and_fine_tunes(tmp_path):
+    """A GPT2ForSequenceClassification folder: eval gives transformers' predictions on our task
+    file, and fine-tuning starts from its weights, score layer included (same labels)."""
+    theirs = hf_gpt2_folder(tmp_path / "hf", "GPT2ForSequenceClassification")
+    labels = ["negative", "neutral", "positive"]
+    rows = [(f"a {'good' if i % 2 else 'bad'} film {i}", labels[i % 3]) for i in range(24)]
+    write_csv(tmp_path / "train.csv", rows, ("text", "label"))
+    nlptool("eval", "checkpoint=hf", "task=classification", "task.valid_file=train.csv",
+            "hydra.run.dir=ev", cwd=tmp_path)  # fmt: skip
+    predicted = [json.loads(line) for line in (tmp_path / "ev" / "predictions.jsonl").open()]
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "hf"))
+    tokenizer.pad_token = tokenizer.eos_token  # (GPT-2 has none; the config pads with it)
+    batch = tokenizer([text for text, _ in rows], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        probabilities = theirs(**batch).logits.softmax(-1)
+    for record, row in zip(predicted, probabilities):
+        expected = torch.tensor([record["probabilities"][label] for label in labels])
+        torch.testing.assert_close(row, expected, atol=1e-5, rtol=1e-5)
+    nlptool("finetune", "task=classification", "task.train_file=train.csv",
+            "task.valid_file=train.csv", "init=hf", "task.max_seq_len=64", "trainer=smoke",
+            "trainer.max_steps=2", "hydra.run.dir=ft", cwd=tmp_path)  # fmt: skip
+    tuned = load_model(tmp_path / "ft" / "checkpoints" / "last")
+    assert torch.allclose(tuned.score.weight, theirs.score.weight, atol=0.05)

@@ -17,6 +17,7 @@ def test_panels_on_a_terminal_and_plain_in_logs(monkeypatch, terminal):
     with log.console.capture() as captured:
         log.show_start("nlptool pretrain", ROWS)
         log.show_end("Validation", HISTORY, [("checkpoint", "runs/x/checkpoints/last")])
+        log.console.print(log.metrics_table("Evaluation", {"valid": HISTORY["end"]}))  # eval's
     text = captured.get()
     for needle in ("nlptool pretrain", "bert-tiny, 1,550,834 parameters", "valid/loss", "9.0400",
                    "8.5400", "runs/x/checkpoints/last"):  # fmt: skip
