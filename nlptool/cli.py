@@ -57,7 +57,7 @@ def _print_error(message: str) -> None:
             title_align="left",
             border_style="red",
             expand=False,
-        )  # fmt: skip
+        )
     )
 
 

@@ -8,8 +8,7 @@
 - **Export** (`export_hf`): an nlptool BERT or GPT checkpoint becomes a folder that
   `transformers` loads with its Auto classes (the head decides the architecture: pretraining,
   sequence or token classification, question answering, causal LM, GPT-2 sequence
-  classification), and `AutoTokenizer`, without
-  remote code; safetensors only.
+  classification), and `AutoTokenizer`, without remote code; safetensors only.
 - `resolve_model_source` lets every `init=` / `checkpoint=` take either format, or
   `hf:<name>` to fetch a model from the hub (imports are cached by the folder's contents).
 
