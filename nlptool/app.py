@@ -465,10 +465,6 @@ def convert(cfg_dict: DictConfig) -> Path:
     return out
 
 
-def cache_dir_for_path() -> Path:
-    return nlptool_cache_dir()
-
-
 def task_model_from_checkpoint(path: Path) -> tuple[Any, torch.nn.Module, DictConfig]:
     """A fine-tuned checkpoint's task (with its labels and tokenizer) and its model, loaded."""
     from nlptool.tasks import build_task

@@ -35,7 +35,7 @@ class PredictConfig:
     """`nlptool predict`: a fine-tuned checkpoint's predictions for new records."""
 
     checkpoint: str | None = None
-    """A fine-tuned checkpoint (its run folder or checkpoints/best)."""
+    """A fine-tuned checkpoint folder (checkpoints/best), or a run folder (its checkpoints/last)."""
     input: str | None = None
     """A JSON-lines file of records, or - for stdin."""
     output: str = "-"
@@ -83,7 +83,8 @@ def read_records(source: str) -> tuple[list[dict[str, Any]], list[str]]:
 
 
 def predict(cfg_dict: DictConfig) -> list[dict[str, Any]]:
-    from nlptool.app import cache_dir_for_path, task_model_from_checkpoint
+    from nlptool.app import task_model_from_checkpoint
+    from nlptool.cache import nlptool_cache_dir
     from nlptool.interop.convert import resolve_model_source
     from nlptool.training.loop import autocast_context, resolve_device
 
@@ -94,7 +95,7 @@ def predict(cfg_dict: DictConfig) -> list[dict[str, Any]]:
         raise UserError(f"Invalid config: {err}") from None
     if cfg.output == "-":
         console.stderr = True  # stdout carries the records alone
-    path = resolve_model_source(str(cfg.checkpoint), "checkpoint", cache_dir_for_path())
+    path = resolve_model_source(str(cfg.checkpoint), "checkpoint", nlptool_cache_dir())
     task, model, _ = task_model_from_checkpoint(path)
     records, where = read_records(str(cfg.input))
     raw = task.inputs_to_raw(records, where)
