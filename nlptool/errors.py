@@ -8,3 +8,10 @@ that escapes is a bug in nlptool and keeps its traceback.
 
 class UserError(Exception):
     """A problem with the user's config, files or data, described so they can fix it."""
+
+
+def check(condition: bool, message: str) -> None:
+    """A config check: raise ValueError(message) unless `condition` holds. The `validate()` methods
+    of the typed configs use it; the caller turns the ValueError into a UserError."""
+    if not condition:
+        raise ValueError(message)

@@ -18,6 +18,7 @@ import importlib
 import inspect
 import os
 import sys
+import types
 from typing import Any
 
 from nlptool.errors import UserError
@@ -79,4 +80,13 @@ def instantiate(
             f"{key}._target_={target} does not fit the contract of {contract}: it has no "
             f"{', '.join(missing)} (needed: {', '.join(required)})"
         )
+    return obj
+
+
+def complete(obj: Any, parts: dict[str, Any]) -> Any:
+    """Give a plug-in object the optional parts of its protocol it lacks: values as they are,
+    functions bound to it under their own names (so it still pickles for DataLoader workers)."""
+    for name, value in parts.items():
+        if not hasattr(obj, name):
+            setattr(obj, name, types.MethodType(value, obj) if inspect.isfunction(value) else value)
     return obj

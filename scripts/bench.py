@@ -48,12 +48,12 @@ import numpy as np
 import torch
 from hf_models import hf_model_for  # scripts/, beside this file
 
-from nlptool.cli import config_dir
-from nlptool.config import check_config, register_configs
+from nlptool.cli import config_dir, register_configs
+from nlptool.console import console
 from nlptool.models.config import ModelConfig
-from nlptool.training.flops import device_peak_flops, matmul_flops_per_s, training_flops
-from nlptool.training.logging import console
-from nlptool.training.loop import autocast_context
+from nlptool.schema import check_config
+from nlptool.training.flops import device_peak_flops, matmul_flops_per_s
+from nlptool.training.runtime import autocast_context
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 CASES = {
@@ -154,10 +154,8 @@ class Prepared:
 
 
 def prepare(case: str, args: argparse.Namespace, cache: Path) -> Prepared:
-    from nlptool.app import model_config_for, prepare_data, prepare_task
-    from nlptool.data.pretraining import collate
     from nlptool.objectives import build_objective
-    from nlptool.training.loop import make_collate
+    from nlptool.verbs.prepare import model_config_for, prepare_data, prepare_task
 
     cfg = compose(case, args, cache)
     started = time.perf_counter()
@@ -168,17 +166,12 @@ def prepare(case: str, args: argparse.Namespace, cache: Path) -> Prepared:
         return Prepared(
             cfg, model_cfg, task, data["train"], task.collate, tokenizer, seconds, len(task.labels)
         )
-    data = prepare_data(cfg)
+    objective = build_objective(cfg.objective)
+    data = prepare_data(cfg, None, objective)
     seconds = time.perf_counter() - started
     model_cfg = model_config_for(cfg, data.tokenizer)
     return Prepared(
-        cfg,
-        model_cfg,
-        build_objective(cfg.objective.name),
-        data.train,
-        make_collate(collate, pad_id=data.tokenizer.pad_id),
-        data.tokenizer,
-        seconds,
+        cfg, model_cfg, objective, data.train, objective.collate, data.tokenizer, seconds
     )
 
 
@@ -192,12 +185,10 @@ class NlptoolSide:
     name = "nlptool"
 
     def __init__(self, prep: Prepared, device: torch.device) -> None:
-        from nlptool.models import build_model
         from nlptool.training.loop import Trainer, TrainingJob
 
         torch.manual_seed(0)
-        task = prep.num_labels is not None
-        model = prep.objective.build_model(prep.model_cfg) if task else build_model(prep.model_cfg)
+        model = prep.objective.build_model(prep.model_cfg)
         job = TrainingJob(
             model=model,
             objective=prep.objective,
@@ -366,7 +357,11 @@ def run_case(case: str, args: argparse.Namespace, cache: Path) -> dict[str, Any]
             t.seconds.append(seconds)
             t.examples.append(examples)
             t.tokens.append(tokens)
-            t.flops.append(training_flops(prep.model_cfg, b, kind, side is theirs))
+            # The blocks are the same on both sides; transformers' MLM head runs everywhere.
+            head = prep.objective.head_flops(prep.model_cfg, b)
+            if side is theirs and kind in ("mlm", "mlm_nsp", "sop"):
+                head = prep.objective.head_flops(prep.model_cfg, b, all_positions=True)
+            t.flops.append(3.0 * (ours.model.forward_flops(b) + head))
     return summarize(case, kind, prep, timings, probes, n_params, args)
 
 

@@ -1,7 +1,7 @@
 """Train an nlptool model and the Hugging Face `transformers` model of the same shape side by side.
 
 Everything but the model is shared: the config is composed as `nlptool pretrain` composes it, the
-data come from `nlptool.app.prepare_data` (same tokenizer, examples and masks), every step's
+data come from `nlptool.verbs.prepare.prepare_data` (same tokenizer, examples and masks), every step's
 batch is drawn once from the `Trainer`'s own sampler and fed to both models, and each model has
 its own `Trainer` (same AdamW groups, schedule, clipping). The HF model keeps its own
 initialisation and computes its own loss (`labels=`); an adapter turns HF's mean loss back into
@@ -33,21 +33,17 @@ from hf_models import hf_model_for  # scripts/, beside this file
 from rich.table import Table
 from torch import nn
 
-from nlptool.app import model_config_for, prepare_data
-from nlptool.cli import config_dir
-from nlptool.config import check_config, register_configs, to_yaml
+from nlptool.cli import config_dir, register_configs
+from nlptool.console import console, summary_table
 from nlptool.data.pretraining import IGNORE_INDEX, collate
 from nlptool.models import build_model, count_parameters
 from nlptool.objectives import LossTerm, Objective, build_objective
-from nlptool.training.logging import console, summary_table
-from nlptool.training.loop import (
-    Trainer,
-    TrainingJob,
-    make_collate,
-    num_tokens,
-    resolve_device,
-    seed_everything,
-)
+from nlptool.objectives.base import optional_parts
+from nlptool.plugins import complete
+from nlptool.schema import check_config, to_yaml
+from nlptool.training.loop import Trainer, TrainingJob
+from nlptool.training.runtime import make_collate, num_tokens, resolve_device, seed_everything
+from nlptool.verbs.prepare import model_config_for, prepare_data
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared/data/tinyshakespeare/input.txt"
 
@@ -133,6 +129,7 @@ class HFObjective:
         self.name = ours.name
         self.terms = ours.terms
         self.perplexity_term = ours.perplexity_term
+        complete(self, optional_parts(self))  # evaluation hooks and the rest, as the built-ins
 
     def counts(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return self.ours.counts(batch)

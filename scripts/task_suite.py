@@ -139,8 +139,8 @@ def build_corpus(data: Path, out: Path) -> list[Path]:
     data.valid_fraction holds out texts of every source), plus tiny Shakespeare."""
     from hydra import compose, initialize_config_dir
 
-    from nlptool.cli import config_dir
-    from nlptool.config import check_config, register_configs
+    from nlptool.cli import config_dir, register_configs
+    from nlptool.schema import check_config
     from nlptool.tasks import build_task
 
     out.mkdir(parents=True, exist_ok=True)

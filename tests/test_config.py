@@ -8,9 +8,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from nlptool.cli import config_dir
-from nlptool.config import check_config, register_configs
+from nlptool.cli import config_dir, register_configs
 from nlptool.errors import UserError
+from nlptool.schema import check_config
 
 CONFIGS = Path(config_dir())
 GROUPS = {
@@ -130,7 +130,7 @@ def test_token_and_span_tasks_with_a_decoder_are_refused():
 
 
 def test_convert_config_composes_and_validates():
-    from nlptool.config import ConvertConfig
+    from nlptool.verbs.convert import ConvertConfig
 
     cfg = compose_cfg("convert", ["src=a", "out=b", "to=hf"])
     typed = OmegaConf.to_object(cfg)

@@ -31,6 +31,7 @@ SKIP = [
     (r"^pip install", "installs packages (.ci/run runs the Quickstart install itself)"),
     (r"^python -m pytest", "the test suite itself"),
     (r"^ruff ", "lint, run by CI"),
+    (r"^lint-imports", "the import contracts, run by CI"),
     (r"^python scripts/", "a benchmark script (tests/test_scripts.py runs them small)"),
     (r"hydra/launcher=slurm", "needs SLURM (tests/training/test_slurm_launcher.py simulates it)"),
     (r"data=hf|=hf:", "needs the Hugging Face hub"),
@@ -188,6 +189,7 @@ def placeholders(command: str) -> str:
         .replace("<checkpoint>", "runs/pretrain/run/checkpoints/last")
         .replace("../shared/data", str(SHARED_DATA))  # (the README's paths are from the repo)
         .replace("PYTHONPATH=examples/", f"PYTHONPATH={REPO}/examples/")
+        .replace("--config-dir examples/", f"--config-dir {REPO}/examples/")
     )
 
 

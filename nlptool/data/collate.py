@@ -7,6 +7,8 @@ from typing import Any
 import numpy as np
 import torch
 
+IGNORE_INDEX = -100  # the label of positions no loss is computed on (F.cross_entropy's default)
+
 
 def pad_batch(items: list[dict[str, np.ndarray]], pad_values: dict[str, Any]) -> dict[str, Any]:
     """Stack examples, padding sequences to the longest; adds attention_mask when padding."""

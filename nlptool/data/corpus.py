@@ -16,6 +16,7 @@ from pathlib import Path
 import datasets
 
 from nlptool.data.builtin import builtin_corpus
+from nlptool.data.config import DataConfig
 from nlptool.data.readers import (
     encoding_errors,
     files_fingerprint,
@@ -102,7 +103,7 @@ def _hold_out(ds: datasets.Dataset, fraction: float, key: str) -> tuple:
     return split["train"], split["test"]
 
 
-def load_corpus(cfg, cache_dir: Path) -> Corpus:
+def load_corpus(cfg: DataConfig, cache_dir: Path) -> Corpus:
     """Read the documents the `data` config names, with a validation split."""
     if cfg.source in ("builtin", "text"):
         if cfg.source == "builtin":
@@ -127,7 +128,7 @@ def load_corpus(cfg, cache_dir: Path) -> Corpus:
     return _load_hub(cfg, cache_dir)
 
 
-def _load_hub(cfg, cache_dir: Path) -> Corpus:
+def _load_hub(cfg: DataConfig, cache_dir: Path) -> Corpus:
     """data=hf: a real `datasets.load_dataset` call by name (hub or local path)."""
     kwargs = {"cache_dir": os.environ.get("HF_DATASETS_CACHE")}
     try:

@@ -15,10 +15,8 @@ import datasets
 import numpy as np
 import torch
 
-from nlptool.data.collate import pad_batch
+from nlptool.data.collate import IGNORE_INDEX, pad_batch
 from nlptool.errors import UserError
-
-IGNORE_INDEX = -100  # label of positions that are not predicted
 
 # Separate random streams, so that e.g. the masks do not correlate with the shuffling.
 STREAM_SHUFFLE, STREAM_EXAMPLE = 1, 2
@@ -26,6 +24,11 @@ STREAM_SHUFFLE, STREAM_EXAMPLE = 1, 2
 
 def example_rng(seed: int, stream: int, epoch: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, stream, epoch, index])
+
+
+def split_seed(seed: int, valid: bool) -> int:
+    """The seed of a split's examples: validation draws its masks from a stream of its own."""
+    return seed + (7919 if valid else 0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -295,6 +298,20 @@ class PretrainingExamples(torch.utils.data.Dataset):
             if len(out) >= length:
                 break
         return out
+
+
+class FirstExamples(torch.utils.data.Dataset):
+    """The first `limit` examples of a data set keyed by (epoch, index) (data.max_valid_examples):
+    the same examples, with the same random choices, as in the whole set."""
+
+    def __init__(self, examples: torch.utils.data.Dataset, limit: int) -> None:
+        self.examples, self.limit = examples, limit
+
+    def __len__(self) -> int:
+        return min(self.limit, len(self.examples))
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, np.ndarray]:
+        return self.examples[key]
 
 
 def collate(items: list[dict[str, np.ndarray]], pad_id: int) -> dict[str, torch.Tensor]:

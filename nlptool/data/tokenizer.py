@@ -25,6 +25,7 @@ from tokenizers import (
     trainers,
 )
 
+from nlptool.data.config import TokenizerConfig
 from nlptool.errors import UserError
 
 WORDPIECE_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -176,7 +177,7 @@ def train_tokenizer(
     return TextTokenizer(tok)
 
 
-def tokenizer_cache_key(cfg, corpus_fingerprint: str) -> str:
+def tokenizer_cache_key(cfg: TokenizerConfig, corpus_fingerprint: str) -> str:
     """Everything that changes a trained tokenizer, hashed."""
     parts = {
         "kind": cfg.kind,
@@ -191,7 +192,7 @@ def tokenizer_cache_key(cfg, corpus_fingerprint: str) -> str:
 
 
 def get_tokenizer(
-    cfg, corpus_fingerprint: str, texts: Iterator[str], cache_dir: Path
+    cfg: TokenizerConfig, corpus_fingerprint: str, texts: Iterator[str], cache_dir: Path
 ) -> tuple[TextTokenizer, bool]:
     """Load the pretrained tokenizer, or a trained one from the cache, or train and cache it.
 

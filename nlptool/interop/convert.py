@@ -9,15 +9,14 @@
   `transformers` loads with its Auto classes (the head decides the architecture: pretraining,
   sequence or token classification, question answering, causal LM, GPT-2 sequence
   classification), and `AutoTokenizer`, without remote code; safetensors only.
-- `resolve_model_source` lets every `init=` / `checkpoint=` take either format, or
-  `hf:<name>` to fetch a model from the hub (imports are cached by the folder's contents).
 
-The tensor mapping itself is `nlptool.interop.hf`; `transformers` is not needed here.
+Reading the Hugging Face folder is `nlptool.interop.hf_folder`, the tensor mapping
+`nlptool.interop.hf`; `transformers` is not needed here. `nlptool.interop.sources` lets every
+`init=` / `checkpoint=` take either format.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -27,7 +26,6 @@ from typing import Any
 
 import torch
 from omegaconf import OmegaConf
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
 from nlptool.data.tokenizer import TextTokenizer
 from nlptool.errors import UserError
@@ -39,6 +37,7 @@ from nlptool.interop.hf import (
     gpt2_from_hf,
     gpt2_to_hf,
 )
+from nlptool.interop.hf_folder import hf_tokenizer, read_hf_weights, read_json
 from nlptool.models.bert import (
     BertForPreTraining,
     BertForQuestionAnswering,
@@ -47,6 +46,8 @@ from nlptool.models.bert import (
 )
 from nlptool.models.config import ModelConfig
 from nlptool.models.gpt import GPTForCausalLM, GPTForSequenceClassification
+from nlptool.schema import FinetuneConfig, typed_section
+from nlptool.tasks.config import TaskConfig
 from nlptool.training import checkpoint as ckpt
 
 # HF architecture -> the task kind of its head (None: a pretraining model or a bare encoder)
@@ -82,171 +83,11 @@ GPT2_EXPORT_ARCHITECTURES = {
     "regression": "GPT2ForSequenceClassification",
 }
 HF_ACTIVATION = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu"}
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 CONVERTED_BY = "nlptool.interop.convert"
 
 
 def _supported_list() -> str:
     return "; ".join(f"{kind}: {', '.join(archs)}" for kind, archs in SUPPORTED.items())
-
-
-def is_hf_folder(path: Path) -> bool:
-    """A folder with a `config.json` and no nlptool manifest."""
-    return (path / "config.json").is_file() and not (path / ckpt.MANIFEST).is_file()
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise UserError(f"{path}: not valid JSON (line {err.lineno}: {err.msg})") from None
-    except OSError as err:
-        raise UserError(f"{path}: cannot read it ({err.strerror})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a JSON object")
-    return data
-
-
-# ---------------------------------------------------------------------------------------------
-# Reading a Hugging Face folder
-
-
-def read_hf_weights(folder: Path) -> dict[str, torch.Tensor]:
-    """All tensors of the folder's weights: safetensors preferred, then PyTorch pickles (loaded
-    with `weights_only=True`); a sharded checkpoint through its index file."""
-    from safetensors.torch import load_file
-
-    def load(path: Path) -> dict[str, torch.Tensor]:
-        try:
-            if path.name.endswith(".safetensors"):
-                return load_file(str(path))
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # truncated or foreign files raise many kinds of errors
-            raise UserError(f"{path}: cannot read the weights ({err})") from None
-
-    for name in WEIGHT_FILES:
-        if (folder / name).is_file():
-            return load(folder / name)
-        index = folder / f"{name}.index.json"
-        if index.is_file():
-            shards = sorted(set(_read_json(index).get("weight_map", {}).values()))
-            if not shards:
-                raise UserError(f"{index}: its weight_map names no files")
-            tensors: dict[str, torch.Tensor] = {}
-            for shard in shards:
-                tensors.update(load(folder / shard))
-            return tensors
-    raise UserError(
-        f"{folder}: no weights (expected {' or '.join(WEIGHT_FILES)}, or a sharded *.index.json)"
-    )
-
-
-def _token_text(value: Any) -> str | None:
-    """A special token from tokenizer_config.json: a string or an AddedToken dict."""
-    if isinstance(value, dict):
-        return value.get("content")
-    return value if isinstance(value, str) else None
-
-
-def _special_tokens(folder: Path) -> dict[str, Any]:
-    settings: dict[str, Any] = {}
-    for name in ("special_tokens_map.json", "tokenizer_config.json"):
-        if (folder / name).is_file():
-            settings.update(_read_json(folder / name))
-    return settings
-
-
-def hf_tokenizer(folder: Path) -> TextTokenizer:
-    """The folder's tokenizer as a `tokenizers.Tokenizer`: `tokenizer.json` as it is, or built
-    from `vocab.txt` (WordPiece) or `vocab.json` + `merges.txt` (GPT-2 byte-level BPE) with the
-    settings of `tokenizer_config.json`, the way `transformers` converts them."""
-    settings = _special_tokens(folder)
-    if (folder / "tokenizer.json").is_file():
-        return TextTokenizer.load(folder / "tokenizer.json")
-    if (folder / "vocab.txt").is_file():
-        tok = _wordpiece_from_vocab(folder / "vocab.txt", settings)
-    elif (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
-        tok = _bpe_from_vocab(folder / "vocab.json", folder / "merges.txt", settings)
-    else:
-        raise UserError(
-            f"{folder}: no tokenizer (expected tokenizer.json, vocab.txt for WordPiece, or "
-            "vocab.json and merges.txt for GPT-2 BPE)"
-        )
-    return TextTokenizer(tok)
-
-
-def _wordpiece_from_vocab(path: Path, settings: dict[str, Any]) -> Tokenizer:
-    vocab: dict[str, int] = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            token = line.rstrip("\n")
-            if token and token not in vocab:
-                vocab[token] = len(vocab)
-    names = {
-        role: _token_text(settings.get(f"{role}_token")) or default
-        for role, default in (
-            ("unk", "[UNK]"),
-            ("sep", "[SEP]"),
-            ("pad", "[PAD]"),
-            ("cls", "[CLS]"),
-            ("mask", "[MASK]"),
-        )
-    }
-    missing = [name for name in (names["unk"], names["cls"], names["sep"]) if name not in vocab]
-    if missing:
-        raise UserError(
-            f"{path}: the special tokens {', '.join(missing)} are not in the vocabulary"
-        )
-    lowercase = bool(settings.get("do_lower_case", True))
-    strip_accents = settings.get("strip_accents")
-    tok = Tokenizer(models.WordPiece(vocab, unk_token=names["unk"], max_input_chars_per_word=100))
-    tok.normalizer = normalizers.BertNormalizer(
-        clean_text=True,
-        handle_chinese_chars=bool(settings.get("tokenize_chinese_chars", True)),
-        strip_accents=lowercase if strip_accents is None else bool(strip_accents),
-        lowercase=lowercase,
-    )
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.decoder = decoders.WordPiece(prefix="##")
-    tok.add_special_tokens([name for name in names.values() if name in vocab])
-    cls, sep = names["cls"], names["sep"]
-    tok.post_processor = processors.TemplateProcessing(
-        single=f"{cls}:0 $A:0 {sep}:0",
-        pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
-        special_tokens=[(cls, vocab[cls]), (sep, vocab[sep])],
-    )
-    return tok
-
-
-def _bpe_from_vocab(vocab_path: Path, merges_path: Path, settings: dict[str, Any]) -> Tokenizer:
-    vocab = _read_json(vocab_path)
-    merges = []
-    with open(merges_path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            line = line.rstrip("\n")
-            if not line or (number == 1 and line.startswith("#version")):
-                continue
-            parts = line.split(" ")
-            if len(parts) != 2:
-                raise UserError(f"{merges_path}, line {number}: expected two tokens, got {line!r}")
-            merges.append((parts[0], parts[1]))
-    tok = Tokenizer(models.BPE(vocab, merges, continuing_subword_prefix="", end_of_word_suffix=""))
-    add_prefix_space = bool(settings.get("add_prefix_space", False))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=add_prefix_space)
-    tok.decoder = decoders.ByteLevel()
-    tok.post_processor = processors.ByteLevel(trim_offsets=False)
-    specials = {
-        _token_text(settings.get(f"{role}_token")) or "<|endoftext|>"
-        for role in ("bos", "eos", "unk")
-    }
-    pad = _token_text(settings.get("pad_token"))
-    specials |= {pad} if pad else set()
-    tok.add_special_tokens(sorted(token for token in specials if token in vocab))
-    return tok
-
-
-# ---------------------------------------------------------------------------------------------
-# Import
 
 
 @dataclass
@@ -278,7 +119,7 @@ def import_hf(src: Path, out: Path) -> ImportReport:
     src = Path(src).expanduser()
     if not src.is_dir():
         raise UserError(f"{src}: no such folder")
-    config = _read_json(src / "config.json")
+    config = read_json(src / "config.json")
     model_type = config.get("model_type")
     architectures = config.get("architectures") or []
     if model_type not in SUPPORTED:
@@ -351,9 +192,9 @@ def import_hf(src: Path, out: Path) -> ImportReport:
 
 def load_model(checkpoint: Path) -> torch.nn.Module:
     """The nlptool model of a checkpoint (the head its config names), weights loaded."""
-    saved = OmegaConf.create(ckpt.read_checkpoint(checkpoint).config_yaml)
+    saved = ckpt.saved_config(checkpoint)
     task = saved.get("task")
-    model_cfg = ModelConfig(**OmegaConf.to_container(saved.model))
+    model_cfg = typed_section(saved, "model", ModelConfig)
     model = build_head_model(model_cfg, task.kind if task else None, task.labels if task else None)
     ckpt.load_weights(model, checkpoint)
     return model
@@ -396,8 +237,6 @@ def checkpoint_config(
 ) -> str:
     """A complete config.yaml (the FinetuneConfig schema) for a checkpoint written at `out`
     outside a training run (an import)."""
-    from nlptool.config import FinetuneConfig, TaskConfig
-
     cfg = OmegaConf.structured(FinetuneConfig)
     cfg.model = OmegaConf.merge(cfg.model, asdict(model_cfg))
     cfg.tokenizer.kind = "pretrained"
@@ -435,7 +274,7 @@ def export_hf(checkpoint: Path, out: Path, overwrite: bool = False) -> ExportRep
     """Write the nlptool checkpoint as a Hugging Face folder at `out` (atomically)."""
     from safetensors.torch import save_file
 
-    saved = OmegaConf.create(ckpt.read_checkpoint(checkpoint).config_yaml)
+    saved = ckpt.saved_config(checkpoint)
     arch = saved.model.arch
     if arch not in ("bert", "gpt"):
         raise UserError(
@@ -601,65 +440,3 @@ def _write_hf_tokenizer(tokenizer: TextTokenizer, folder: Path, arch: str, max_l
         if names.get(role) is not None and names[role] in vocab:
             settings[f"{role}_token"] = names[role]
     (folder / "tokenizer_config.json").write_text(json.dumps(settings, indent=2) + "\n")
-
-
-# ---------------------------------------------------------------------------------------------
-# init= / checkpoint= take either format
-
-
-def _fingerprint(folder: Path) -> str:
-    digest = hashlib.sha256(str(folder.resolve()).encode())
-    for path in sorted(folder.iterdir()):
-        if path.is_file():
-            stat = path.stat()
-            digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-    return digest.hexdigest()[:16]
-
-
-def download_hf(name: str, key: str) -> Path:
-    """`hf:<name>`: the hub's snapshot of the model (needs network, or the local HF cache)."""
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError:  # pragma: no cover - a dependency of datasets
-        raise UserError(
-            f"{key}=hf:{name} needs huggingface_hub (pip install huggingface_hub)"
-        ) from None
-    try:
-        return Path(
-            snapshot_download(
-                name,
-                allow_patterns=[
-                    "*.json",
-                    "*.safetensors",
-                    "pytorch_model*.bin",
-                    "vocab.txt",
-                    "merges.txt",
-                ],
-            )
-        )
-    except Exception as err:  # offline, unknown repository, gated model ...
-        raise UserError(
-            f"{key}=hf:{name}: could not fetch it from the Hugging Face hub ({type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else 'no details'}); without network, download "
-            "the model folder elsewhere and give its path"
-        ) from None
-
-
-def resolve_model_source(value: str, key: str, cache_dir: Path) -> Path:
-    """An nlptool checkpoint for `init=` or `checkpoint=`: an nlptool checkpoint (or run folder)
-    as it is; a Hugging Face folder or `hf:<name>` imported into the cache (once per content)."""
-    from nlptool.training.logging import console
-
-    text = str(value)
-    if text.startswith("hf:"):
-        folder = download_hf(text[3:], key)
-    else:
-        folder = Path(text).expanduser()
-        if not is_hf_folder(folder):
-            return ckpt.resolve_checkpoint(text, key)
-    target = cache_dir / "hf-imports" / _fingerprint(folder)
-    if not ckpt.is_complete(target):
-        report = import_hf(folder, target)
-        fresh = f"; new, untrained: {', '.join(report.fresh)}" if report.fresh else ""
-        console.print(f"Imported {folder} ({report.architecture}) -> {target}{fresh}")
-    return target.resolve()

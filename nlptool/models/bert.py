@@ -19,6 +19,7 @@ from torch import nn
 from nlptool.models.config import ModelConfig
 from nlptool.models.layers import (
     MLP,
+    BlockFlops,
     BlockStack,
     SelfAttention,
     activation,
@@ -125,7 +126,7 @@ class BertMLMHead(nn.Module):
         return F.linear(x, self.decoder.weight, self.bias)  # (..., V)
 
 
-class BertForPreTraining(nn.Module):
+class BertForPreTraining(BlockFlops, nn.Module):
     """BERT with the masked-LM and next-sentence-prediction heads.
 
     `forward` returns the sequence output; `mlm_logits`, `pool` and `nsp_logits` apply the heads
@@ -167,7 +168,7 @@ class BertForPreTraining(nn.Module):
         return self.nsp_head(pooled)
 
 
-class _BertWithClassifier(nn.Module):
+class _BertWithClassifier(BlockFlops, nn.Module):
     """The encoder plus dropout and a linear classifier, as HF's task models have them."""
 
     def __init__(self, cfg: ModelConfig, num_labels: int) -> None:
@@ -209,7 +210,7 @@ class BertForTokenClassification(_BertWithClassifier):
         return self.classifier(self.dropout(hidden))
 
 
-class BertForQuestionAnswering(nn.Module):
+class BertForQuestionAnswering(BlockFlops, nn.Module):
     """BERT with a span head (extractive QA), as HF's `BertForQuestionAnswering`: one linear
     layer scoring every token as the answer's start and as its end."""
 

@@ -16,10 +16,17 @@ import torch
 from torch import nn
 
 from nlptool.models.config import ModelConfig
-from nlptool.models.layers import BlockStack, KVCache, PreLNBlock, init_weights, sdpa_mask
+from nlptool.models.layers import (
+    BlockFlops,
+    BlockStack,
+    KVCache,
+    PreLNBlock,
+    init_weights,
+    sdpa_mask,
+)
 
 
-class GPTForCausalLM(nn.Module):
+class GPTForCausalLM(BlockFlops, nn.Module):
     """GPT-2 with its language-modelling head."""
 
     def __init__(self, cfg: ModelConfig) -> None:

@@ -271,3 +271,30 @@ def init_weights(module: nn.Module, std: float) -> None:
     elif isinstance(module, nn.LayerNorm):
         nn.init.ones_(module.weight)
         nn.init.zeros_(module.bias)
+
+
+def block_flops(cfg: ModelConfig, batch: int, length: int, cross_length: int = 0) -> float:
+    """Forward FLOPs of one transformer block over `batch` sequences of `length` positions (with
+    cross-attention over `cross_length` encoder positions when given), as the matmuls run: 2 per
+    multiply-add; the attention scores and mixing are quadratic in the padded length. Layer
+    norms, softmax and embedding lookups are left out, as in the usual 6N + 12·L·H·T formula."""
+    h, f = cfg.hidden_size, cfg.ffn_size
+    tokens = batch * length
+    flops = 2 * tokens * (4 * h * h + 2 * h * f)  # q, k, v, out; feed-forward in and out
+    flops += 2 * 2 * batch * length * length * h  # scores q·k and mixing p·v
+    if cross_length:
+        flops += 2 * tokens * 2 * h * h  # cross-attention q and out
+        flops += 2 * batch * cross_length * 2 * h * h  # cross-attention k and v
+        flops += 2 * 2 * batch * length * cross_length * h
+    return float(flops)
+
+
+class BlockFlops:
+    """`forward_flops(batch)` for a model of `cfg.num_layers` blocks over `input_ids`: what the
+    trainer counts for MFU (the heads after the blocks are the objective's or task's)."""
+
+    cfg: ModelConfig
+
+    def forward_flops(self, batch: dict[str, torch.Tensor]) -> float:
+        b, t = batch["input_ids"].shape
+        return self.cfg.num_layers * block_flops(self.cfg, b, t)

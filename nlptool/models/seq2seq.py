@@ -41,6 +41,7 @@ from nlptool.models.layers import (
     KVCache,
     PreLNBlock,
     SelfAttention,
+    block_flops,
     check_vocab_size,
     init_weights,
     sdpa_mask,
@@ -208,6 +209,13 @@ class Seq2SeqTransformer(nn.Module):
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """(..., C) -> (..., V) next-token scores."""
         return self.lm_head(hidden)
+
+    def forward_flops(self, batch: dict[str, torch.Tensor]) -> float:
+        """Encoder blocks over the source, decoder blocks (self- and cross-attention) over the
+        decoder input; the output projection is the task's."""
+        (b, s), t = batch["input_ids"].shape, batch["decoder_input_ids"].shape[1]
+        decoder = self.cfg.decoder_layers * block_flops(self.cfg, b, t, cross_length=s)
+        return self.cfg.num_layers * block_flops(self.cfg, b, s) + decoder
 
     def new_cache(self) -> DecoderCache:
         """An empty cache for incremental `decode`."""

@@ -1,17 +1,22 @@
-"""Masked LM plus next-sentence prediction (BERT's original pretraining).
+"""Masked LM plus a sentence-pair task: next-sentence prediction (BERT) or sentence order (ALBERT).
 
-The pair is drawn by the data pipeline (`PretrainingExamples._nsp_pair`): label 0 when segment B
-follows A in the document, 1 when B comes from another document. The NSP head reads the pooled
-first token.
+The pair is drawn by the data pipeline from runs of whole segments (`nsp_instances`):
+`PretrainingExamples._nsp_pair` gives label 0 when segment B follows A in the document, 1 when B
+comes from another document; `_sop_pair` two consecutive segments, label 1 when swapped. The
+two-way head reads the pooled first token.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nlptool.objectives.base import LossTerm
+from nlptool.data.pretraining import PretrainingExamples, nsp_instances, split_seed
+from nlptool.models.config import ModelConfig
+from nlptool.objectives.base import Batch, LossTerm
 from nlptool.objectives.mlm import MaskedLM, masked_lm_term
 
 
@@ -21,12 +26,28 @@ class _MaskedLMWithPairTask(MaskedLM):
 
     pair_term = "nsp"
 
-    def counts(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def build_examples(
+        self, docs: Any, tokenizer: Any, max_seq_len: int, seed: int, valid: bool
+    ) -> PretrainingExamples:
+        self.pad_id = tokenizer.pad_id
+        ids = self.special_ids(tokenizer)
+        return PretrainingExamples(
+            self.name,
+            nsp_instances(docs, max_seq_len),
+            split_seed(seed, valid),
+            max_seq_len=max_seq_len,
+            docs=docs,
+            nsp_random_prob=self.cfg.nsp_random_prob,
+            sop_swap_prob=self.cfg.sop_swap_prob,
+            **ids,
+        )
+
+    def counts(self, batch: Batch) -> dict[str, torch.Tensor]:
         counts = super().counts(batch)
         counts[self.pair_term] = torch.tensor(batch[f"{self.pair_term}_labels"].numel())
         return counts
 
-    def __call__(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, LossTerm]:
+    def __call__(self, model: nn.Module, batch: Batch) -> dict[str, LossTerm]:
         hidden = model(batch["input_ids"], batch.get("attention_mask"), batch["token_type_ids"])
         pair_logits = model.nsp_logits(model.pool(hidden))  # (B, 2)
         labels = batch[f"{self.pair_term}_labels"]
@@ -35,6 +56,13 @@ class _MaskedLMWithPairTask(MaskedLM):
             (pair_logits.argmax(dim=-1) == labels).sum(),
         )
         return {"mlm": masked_lm_term(model, hidden, batch["mlm_labels"]), self.pair_term: pair}
+
+    def head_flops(
+        self, model_cfg: ModelConfig, batch: Batch, all_positions: bool = False
+    ) -> float:
+        h = model_cfg.hidden_size
+        pooler_and_pair_head = 2 * batch["input_ids"].shape[0] * (h * h + 2 * h)
+        return super().head_flops(model_cfg, batch, all_positions) + pooler_and_pair_head
 
 
 class MaskedLMWithNSP(_MaskedLMWithPairTask):
@@ -45,8 +73,8 @@ class MaskedLMWithNSP(_MaskedLMWithPairTask):
 
 class MaskedLMWithSOP(_MaskedLMWithPairTask):
     """Masked LM plus sentence-order prediction (ALBERT): the pair is two consecutive segments of
-    one document, label 1 when the pipeline swapped them (`PretrainingExamples._sop_pair`). The
-    two-way head on the pooled first token is the same shape as NSP's (and the same module)."""
+    one document, label 1 when the pipeline swapped them. The two-way head on the pooled first
+    token is the same shape as NSP's (and the same module)."""
 
     name = "sop"
     terms = ("mlm", "sop")

@@ -3,7 +3,7 @@
 A task is an `Objective` for the training loop (`terms`, `counts`, `__call__`) plus evaluation
 hooks the loop calls when present: `start_eval`, `eval_batch` (loss terms of a batch, while the
 task accumulates its metrics and predictions), `end_eval` (the metrics), and `main_metric`. The
-verbs (nlptool/app.py) drive it through `Task` below.
+verbs (nlptool/verbs/) drive it through `Task` below.
 """
 
 from __future__ import annotations
@@ -11,15 +11,16 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import datasets
 import numpy as np
 import torch
 
+from nlptool.console import console
 from nlptool.data.readers import iter_records
 from nlptool.errors import UserError
-from nlptool.training.logging import console
+from nlptool.tasks.config import TaskConfig
 
 
 class Task(Protocol):
@@ -65,21 +66,40 @@ class Task(Protocol):
 
 
 class TaskBase:
-    """What the tasks share: the loss term, the raw splits, and the predictions.jsonl sink."""
+    """What the tasks share: the loss term, the raw splits, the predictions.jsonl sink, and the
+    parts of the loop's protocol (`nlptool.objectives.base.Objective`) tasks have alike."""
 
     terms = ("task",)
     perplexity_term = None
     greater_is_better = True
+    accuracy_terms: tuple[str, ...] = ()  # a task reports its own metrics (end_eval)
+    shard_eval = False  # its metrics (F1, BLEU ...) need every prediction
+    architectures: ClassVar[tuple[str, ...]] = ("bert",)
+    """The `model.arch` values the task's heads are built for."""
     # The architecture of the model the task feeds (`build_task` sets it): a GPT reads its text
     # without [CLS]/[SEP], even when its tokenizer has such tokens.
     model_arch = "bert"
 
-    def __init__(self, cfg) -> None:
+    def __init__(self, cfg: TaskConfig) -> None:
         self.cfg = cfg
         self.labels: list[str] = []
         self.raw: dict[str, datasets.Dataset] = {}
         self._sink = None
         self._split = "valid"
+
+    @classmethod
+    def check_model(cls, task_cfg: Any, model_cfg: Any) -> None:
+        """Raise ValueError naming the keys when the task has no head for that model."""
+        if model_cfg.arch not in cls.architectures:
+            raise ValueError(
+                f"task={task_cfg.name} ({task_cfg.kind}) needs an encoder (model=bert-*), "
+                f"not model={model_cfg.name}"
+            )
+
+    def head_flops(self, model_cfg: Any, batch: dict[str, torch.Tensor]) -> float:
+        """Forward FLOPs after the model's blocks: a small per-token classifier by default."""
+        b, t = batch["input_ids"].shape
+        return float(2 * b * t * model_cfg.hidden_size * 16)
 
     def open_predictions(self, path: Path | None, split: str) -> None:
         """Start an evaluation of `split`; predictions go to `path` (JSON lines) when given."""
@@ -148,7 +168,7 @@ def text_field(record: dict[str, Any], where: str, *names: str) -> str:
 SPLIT_KEYS = {"train": "task.train_file", "valid": "task.valid_file", "test": "task.test_file"}
 
 
-def split_path(cfg, split: str) -> Path:
+def split_path(cfg: TaskConfig, split: str) -> Path:
     """The file of a split, relative to task.data_dir; UserError when unset or missing."""
     key = SPLIT_KEYS[split]
     name = getattr(cfg, key.split(".", 1)[1])
@@ -163,7 +183,9 @@ def split_path(cfg, split: str) -> Path:
     return path
 
 
-def read_columns(cfg, split: str, columns: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+def read_columns(
+    cfg: TaskConfig, split: str, columns: dict[str, Any]
+) -> Iterator[tuple[str, dict[str, Any]]]:
     """(where, {field: value}) for each record of a split; `columns` maps task.<key> -> column.
 
     A column is a name, or a 0-based index: the position in the header row, or in the row

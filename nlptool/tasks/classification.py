@@ -8,7 +8,7 @@ first token through a linear head; cross-entropy, or mean squared error for a sc
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import datasets
 import numpy as np
@@ -24,6 +24,7 @@ from nlptool.models.config import ModelConfig
 from nlptool.models.gpt import GPTForSequenceClassification
 from nlptool.objectives.base import LossTerm
 from nlptool.tasks.base import TaskBase, TaskExamples, read_columns, text_field
+from nlptool.tasks.config import TaskConfig
 from nlptool.tasks.metrics import ClassificationMetrics, RegressionMetrics
 
 
@@ -36,7 +37,22 @@ def truncate_pair(a: list[int], b: list[int], budget: int) -> tuple[list[int], l
 
 
 class SequenceClassificationTask(TaskBase):
-    def __init__(self, cfg) -> None:
+    architectures: ClassVar[tuple[str, ...]] = ("bert", "gpt")
+
+    @classmethod
+    def check_model(cls, task_cfg: Any, model_cfg: ModelConfig) -> None:
+        if model_cfg.arch not in cls.architectures:
+            raise ValueError(
+                f"task={task_cfg.name} ({task_cfg.kind}) needs an encoder (model=bert-*) or a "
+                f"decoder (model=gpt-*), not model={model_cfg.name}"
+            )
+
+    def head_flops(self, model_cfg: ModelConfig, batch: dict[str, torch.Tensor]) -> float:
+        """The pooler and the classifier (counted for two labels) at one position a sequence."""
+        h = model_cfg.hidden_size
+        return float(2 * batch["input_ids"].shape[0] * (h * h + 2 * h))
+
+    def __init__(self, cfg: TaskConfig) -> None:
         super().__init__(cfg)
         self.regression = cfg.kind == "regression"
         self.pair = cfg.text_pair_column is not None

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import datasets
 import numpy as np
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nlptool.data.collate import pad_batch
+from nlptool.data.collate import IGNORE_INDEX, pad_batch
 from nlptool.data.readers import iter_documents
 from nlptool.data.tokenizer import TextTokenizer
 from nlptool.errors import UserError
@@ -32,8 +32,9 @@ from nlptool.models.config import ModelConfig
 from nlptool.models.gpt import GPTForCausalLM
 from nlptool.objectives.base import LossTerm
 from nlptool.tasks.base import SPLIT_KEYS, TaskBase, TaskExamples, read_columns, split_path
+from nlptool.tasks.config import TaskConfig
 
-IGNORE = -100
+IGNORE = IGNORE_INDEX
 
 
 class LanguageModelingTask(TaskBase):
@@ -41,8 +42,22 @@ class LanguageModelingTask(TaskBase):
     perplexity_term = "lm"  # the loop reports valid/ppl from the lm term's mean loss
     main_metric = "ppl"
     greater_is_better = False
+    architectures: ClassVar[tuple[str, ...]] = ("gpt",)
 
-    def __init__(self, cfg) -> None:
+    @classmethod
+    def check_model(cls, task_cfg: Any, model_cfg: ModelConfig) -> None:
+        if model_cfg.arch not in cls.architectures:
+            raise ValueError(
+                f"task={task_cfg.name} trains a causal language model: it needs a decoder "
+                f"(model=gpt-*, or init= a GPT checkpoint), not model={model_cfg.name}"
+            )
+
+    def head_flops(self, model_cfg: ModelConfig, batch: dict[str, torch.Tensor]) -> float:
+        """The output projection at the positions that have a target."""
+        scored = int((batch["labels"][:, 1:] != IGNORE).sum())
+        return float(2 * scored * model_cfg.hidden_size * model_cfg.vocab_size)
+
+    def __init__(self, cfg: TaskConfig) -> None:
         super().__init__(cfg)
         self.instructions = bool(cfg.prompt_column or cfg.response_column)
         if self.instructions and not (cfg.prompt_column and cfg.response_column):

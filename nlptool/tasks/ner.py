@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nlptool.data.collate import pad_batch
+from nlptool.data.collate import IGNORE_INDEX, pad_batch
 from nlptool.data.readers import iter_lines
 from nlptool.data.tokenizer import TextTokenizer
 from nlptool.errors import UserError
@@ -31,9 +31,10 @@ from nlptool.models.bert import BertForTokenClassification
 from nlptool.models.config import ModelConfig
 from nlptool.objectives.base import LossTerm
 from nlptool.tasks.base import SPLIT_KEYS, TaskBase, TaskExamples, split_path, text_field
+from nlptool.tasks.config import TaskConfig
 from nlptool.tasks.metrics import EntityMetrics, detect_scheme, get_entities
 
-IGNORE = -100  # the label of positions the loss skips (F.cross_entropy's ignore_index)
+IGNORE = IGNORE_INDEX  # the label of positions the loss skips
 _COLUMN_SEPARATOR = re.compile(r"[ \t]+")
 _LINE_SPACE = " \t\r\n"
 
@@ -102,7 +103,7 @@ def join_words(words: list[str]) -> str:
 class TokenClassificationTask(TaskBase):
     main_metric = "f1"
 
-    def __init__(self, cfg) -> None:
+    def __init__(self, cfg: TaskConfig) -> None:
         super().__init__(cfg)
         self.scheme = ""
         if cfg.labels:

@@ -40,6 +40,7 @@ from nlptool.models.bert import BertForQuestionAnswering
 from nlptool.models.config import ModelConfig
 from nlptool.objectives.base import LossTerm
 from nlptool.tasks.base import TaskBase, TaskExamples, split_path, text_field
+from nlptool.tasks.config import TaskConfig
 from nlptool.tasks.metrics import SquadMetrics
 
 NOT_CONTEXT = -1  # char_start / char_end of a token outside the context ([CLS], question, [SEP])
@@ -154,7 +155,7 @@ def span_text(context: str, char_start: int, char_end: int) -> str:
 class QuestionAnsweringTask(TaskBase):
     main_metric = "f1"
 
-    def __init__(self, cfg) -> None:
+    def __init__(self, cfg: TaskConfig) -> None:
         super().__init__(cfg)  # labels stay empty: the answers are spans
         self._best: dict[int, tuple[float, int, int]] = {}  # example -> (score, char span)
 

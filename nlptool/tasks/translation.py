@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import datasets
 import numpy as np
@@ -20,8 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nlptool.data.collate import pad_batch
-from nlptool.data.pretraining import IGNORE_INDEX
+from nlptool.data.collate import IGNORE_INDEX, pad_batch
 from nlptool.data.readers import iter_lines
 from nlptool.data.tokenizer import TextTokenizer
 from nlptool.errors import UserError
@@ -40,6 +39,17 @@ def _read_lines(path: Path) -> list[str]:
 
 class TranslationTask(TaskBase):
     main_metric = "bleu"
+    architectures: ClassVar[tuple[str, ...]] = ("seq2seq",)
+
+    @classmethod
+    def check_model(cls, task_cfg: Any, model_cfg: ModelConfig) -> None:
+        if model_cfg.arch not in cls.architectures:
+            raise ValueError(f"task={task_cfg.name} needs an encoder-decoder (model=transformer-*)")
+
+    def head_flops(self, model_cfg: ModelConfig, batch: dict[str, torch.Tensor]) -> float:
+        """The output projection at every decoder position."""
+        b, t = batch["decoder_input_ids"].shape
+        return float(2 * b * t * model_cfg.hidden_size * model_cfg.vocab_size)
 
     # -- reading --------------------------------------------------------------------------
 

@@ -28,10 +28,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 from safetensors.torch import load_file, load_model, save_file, save_model
 
+from nlptool.console import console
 from nlptool.errors import UserError
-from nlptool.training.logging import console
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
 MANIFEST = "manifest.json"
@@ -329,6 +330,11 @@ def read_checkpoint(path: Path) -> LoadedCheckpoint:
         config_yaml=(path / CONFIG).read_text(),
         trainer_state=json.loads((path / TRAINER_STATE).read_text()),
     )
+
+
+def saved_config(path: Path) -> Any:
+    """The config a checkpoint was trained with (its config.yaml), as an OmegaConf node."""
+    return OmegaConf.create(read_checkpoint(path).config_yaml)
 
 
 def load_weights(model: torch.nn.Module, path: Path) -> None:

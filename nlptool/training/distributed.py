@@ -30,8 +30,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from nlptool.config import STRATEGIES
 from nlptool.errors import UserError
+from nlptool.training.config import STRATEGIES
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ def init_from_env() -> None:
         torch.cuda.set_device(local)
     dist.init_process_group(_backend(), timeout=datetime.timedelta(minutes=30))
     if rank != 0:
-        from nlptool.training.logging import console
+        from nlptool.console import console
 
         console.quiet = True
 

@@ -26,9 +26,39 @@ import os
 from pathlib import Path
 from typing import Any
 
-from nlptool.config import LOGGERS
 from nlptool.errors import UserError
-from nlptool.training.logging import MetricsLog
+from nlptool.training.config import LOGGERS
+
+
+class MetricsLog:
+    """Appends one JSON object per line to metrics.jsonl; every record carries "step"."""
+
+    def __init__(self, path: Path, resume_step: int | None = None, enabled: bool = True) -> None:
+        self.path, self.enabled = path, enabled  # (off on every rank but 0)
+        if enabled and resume_step is not None and path.exists():
+            # Records past the checkpoint we resume from belong to a run that was lost: drop them.
+            kept = [
+                line
+                for line in path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= resume_step
+            ]
+            path.write_text("".join(line + "\n" for line in kept))
+
+    def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        record = {k: _plain(v) for k, v in record.items()}
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
 
 # logger -> (module that must import, pip package, nlptool extra)
 PACKAGES = {

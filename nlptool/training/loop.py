@@ -4,72 +4,41 @@ and knows nothing of any objective or task beyond the `Objective` protocol."""
 from __future__ import annotations
 
 import contextlib
-import math
-import random
 import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from nlptool.data.pretraining import StepSampler
+from nlptool.console import TrainingProgress, console
 from nlptool.errors import UserError
-from nlptool.models.config import ModelConfig
 from nlptool.models.layers import BlockStack
 from nlptool.objectives.base import Objective
 from nlptool.training import checkpoint as ckpt
 from nlptool.training import distributed
+from nlptool.training.config import TrainerConfig
 from nlptool.training.distributed import SINGLE, Dist
-from nlptool.training.flops import device_peak_flops, matmul_flops_per_s, training_flops
-from nlptool.training.logging import MetricsLog, TrainingProgress, console
+from nlptool.training.evaluation import describe_validation, evaluate_split
+from nlptool.training.flops import (
+    counts_flops,
+    device_peak_flops,
+    matmul_flops_per_s,
+    training_flops,
+)
+from nlptool.training.loggers import Loggers
 from nlptool.training.optim import build_optimizer, build_scheduler
-from nlptool.training.signals import StopRequested
-
-Batch = dict[str, torch.Tensor]
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        from nlptool.errors import UserError
-
-        raise UserError("trainer.device=cuda, but no CUDA device is available; use auto or cpu")
-    return torch.device(name)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def set_deterministic() -> None:
-    """trainer.deterministic: only deterministic kernels (an error names any op without one)."""
-    import os
-
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before cuBLAS starts
-    torch.use_deterministic_algorithms(True)
-    torch.backends.cudnn.deterministic = True
-    torch.backends.cudnn.benchmark = False
-
-
-def autocast_context(device: torch.device, precision: str):
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def num_tokens(batch: Batch) -> int:
-    mask = batch.get("attention_mask")
-    return int(mask.sum()) if mask is not None else batch["input_ids"].numel()
+from nlptool.training.runtime import (
+    Batch,
+    autocast_context,
+    num_tokens,
+    set_deterministic,
+    step_batches,
+)
+from nlptool.training.signals import StopRequested, TrainingInterrupted
 
 
 @dataclass
@@ -89,7 +58,9 @@ class TrainingJob:
 
 
 class Trainer:
-    def __init__(self, cfg, job: TrainingJob, device: torch.device, dist: Dist = SINGLE) -> None:
+    def __init__(
+        self, cfg: TrainerConfig, job: TrainingJob, device: torch.device, dist: Dist = SINGLE
+    ) -> None:
         self.cfg, self.job, self.device, self.dist = cfg, job, device, dist
         if cfg.deterministic:
             set_deterministic()
@@ -97,20 +68,13 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
             torch.backends.cudnn.allow_tf32 = cfg.tf32
         # Each rank's share of the global batch, in micro-batches of micro_batch_size.
-        if cfg.batch_size % dist.world_size:
-            raise UserError(
-                f"trainer.batch_size={cfg.batch_size} (the global batch) does not split evenly "
-                f"over {dist.world_size} processes; make it a multiple of {dist.world_size}"
-            )
-        self.rank_batch_size = cfg.batch_size // dist.world_size
-        self.micro_batch_size = cfg.micro_batch_size or self.rank_batch_size
-        if self.rank_batch_size % self.micro_batch_size:
-            raise UserError(
-                f"trainer.micro_batch_size={self.micro_batch_size} does not divide the "
-                f"{self.rank_batch_size} sequences each of the {dist.world_size} processes takes "
-                f"of trainer.batch_size={cfg.batch_size}"
-            )
-        self.accumulation = self.rank_batch_size // self.micro_batch_size
+        try:
+            self.plan = cfg.batch_plan(dist.world_size)
+        except ValueError as err:
+            raise UserError(str(err)) from None
+        self.rank_batch_size = self.plan.rank_batch_size
+        self.micro_batch_size = self.plan.micro_batch_size
+        self.accumulation = self.plan.accumulation
         self.model = job.model.to(device)
         for module in self.model.modules():
             if isinstance(module, BlockStack):
@@ -135,8 +99,8 @@ class Trainer:
         self.checkpoints_dir = job.run_dir / "checkpoints"
         self.history: dict[str, dict[str, Any]] = {}
         # Tasks name a main metric: the best checkpoint is kept (checkpoints/best) by it.
-        self.main_metric: str | None = getattr(job.objective, "main_metric", None)
-        self.greater_is_better = getattr(job.objective, "greater_is_better", True)
+        self.main_metric: str | None = job.objective.main_metric
+        self.greater_is_better = job.objective.greater_is_better
         self.best: float | None = None
         self.evals_since_best = 0
         self.train_seconds = 0.0
@@ -144,16 +108,7 @@ class Trainer:
         self.last_mfu: float | None = None  # the last logged train/mfu
         self.nonfinite_in_a_row = 0
         # MFU: the step's FLOPs from the batch shapes, over the device's peak (or a CPU probe).
-        self.model_cfg = next(
-            (
-                m.cfg
-                for m in self.model.modules()
-                if isinstance(getattr(m, "cfg", None), ModelConfig)
-            ),
-            None,
-        )
-        task_cfg = getattr(job.objective, "cfg", None)
-        self.flops_kind = task_cfg.kind if task_cfg is not None else job.objective.name
+        self.counts_flops = counts_flops(self.model)
         self.peak_flops = (
             cfg.peak_tflops * 1e12
             if cfg.peak_tflops
@@ -183,16 +138,6 @@ class Trainer:
         else:
             self.evals_since_best += 1
         return better
-
-    def _describe(self, metrics: dict[str, Any], improved: bool) -> str:
-        text = f"step {self.step}: valid/loss {metrics['valid/loss']:.4f}"
-        if "valid/ppl" in metrics:
-            text += f"  ppl {metrics['valid/ppl']:.2f}"
-            text += " (best)" if improved and self.main_metric == "ppl" else ""
-        if self.main_metric not in (None, "ppl") and f"valid/{self.main_metric}" in metrics:
-            text += f"  {self.main_metric} {metrics[f'valid/{self.main_metric}']:.4f}"
-            text += " (best)" if improved else ""
-        return text
 
     # -- state ------------------------------------------------------------------------------
 
@@ -273,40 +218,10 @@ class Trainer:
 
     def train_batches(self) -> Iterator[Batch]:
         """Micro-batches of steps self.step, self.step + 1, ... to max_steps, in order."""
-        size = len(self.job.train_data)
-        if size < self.cfg.batch_size:
-            console.print(
-                f"[yellow]The training data hold {size:,} example{'s' * (size != 1)}, fewer than "
-                f"one batch (trainer.batch_size={self.cfg.batch_size}): each step repeats them "
-                "(every pass a new shuffle). Add data or lower trainer.batch_size.[/]"
-            )
-        lengths = None
-        if self.cfg.group_by_length and hasattr(self.job.train_data, "lengths"):
-            lengths = self.job.train_data.lengths()
-        sampler = StepSampler(
-            len(self.job.train_data),
-            self.cfg.batch_size,
-            self.micro_batch_size,
-            self.cfg.seed,
-            start_step=self.step,
-            max_steps=self.cfg.max_steps,
-            rank=self.dist.rank,
-            world_size=self.dist.world_size,
-            lengths=lengths,
-        )
-        loader = torch.utils.data.DataLoader(
-            self.job.train_data,
-            batch_sampler=sampler,
-            collate_fn=self.job.collate,
-            num_workers=self.cfg.num_workers,
-            pin_memory=self.device.type == "cuda",
-            persistent_workers=False,
-            # Its own generator: a loader draws a base seed when iterated, which must not move the
-            # global RNG (dropout), or a resumed run would drift from a straight one.
-            generator=torch.Generator().manual_seed(self.cfg.seed),
-            prefetch_factor=4 if self.cfg.num_workers else None,
-        )
-        return iter(loader)
+        return step_batches(
+            self.job.train_data, self.job.collate, self.cfg, self.plan, self.dist.rank,
+            start_step=self.step, pin_memory=self.device.type == "cuda",
+        )  # fmt: skip
 
     def _to_device(self, batch: Batch) -> Batch:
         return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
@@ -435,10 +350,10 @@ class Trainer:
             )
 
     def _flops(self, micro_batches: list[Batch]) -> float:
-        if self.model_cfg is None or not self.peak_flops:  # (fit probes a CPU's peak first)
+        if not self.counts_flops or not self.peak_flops:  # (fit probes a CPU's peak first)
             return 0.0
         try:
-            return sum(training_flops(self.model_cfg, b, self.flops_kind) for b in micro_batches)
+            return sum(training_flops(self.model, self.job.objective, b) for b in micro_batches)
         except KeyError:  # a batch layout the FLOP count does not know: no MFU
             return 0.0
 
@@ -447,75 +362,37 @@ class Trainer:
     def evaluate(
         self, predictions_path: Path | None = None, split: str = "valid"
     ) -> dict[str, float]:
-        """Mean loss over the validation examples, with the objective's accuracy and perplexity
-        (fixed masks), or a task's own metrics (`start_eval` / `eval_batch` / `end_eval`)."""
+        """Mean loss of every term over the validation examples, the accuracies the objective
+        asks for, perplexity, and the objective's or task's own metrics (`end_eval`)."""
+        objective, dist = self.job.objective, self.dist
+
+        def forward(batch: Batch) -> dict[str, Any]:
+            batch = self._to_device(batch)
+            with autocast_context(self.device, self.cfg.precision):
+                if dist.strategy == "fsdp":  # through the root, which gathers the sharded weights
+                    return self.wrapped(batch, "eval_batch")
+                return objective.eval_batch(self.step_model, batch)
+
         # FSDP keeps the root's gathered weights after a forward, for training to reuse: they
         # must not be inference tensors.
-        no_grad = torch.no_grad if self.dist.strategy == "fsdp" else torch.inference_mode
-        with no_grad():
-            return self._evaluate(predictions_path, split)
-
-    def _evaluate(self, predictions_path: Path | None, split: str) -> dict[str, float]:
-        objective = self.job.objective
-        data = self.job.valid_data
-        is_task = hasattr(objective, "eval_batch")
-        d = self.dist
-        if is_task:
-            objective.start_eval(predictions_path if d.is_main else None, split)
-        keys = [(0, i) for i in range(len(data))]
-        batch_size = self.micro_batch_size
-        if self.cfg.eval_batches:
-            keys = keys[: self.cfg.eval_batches * batch_size]
-        # DDP: each rank scores its share and the sums are added up. A task's metrics (F1, BLEU)
-        # need all predictions, and FSDP needs every rank in every forward: those run everything.
-        shard = d.strategy == "ddp" and d.world_size > 1 and not is_task
-        if shard:
-            keys = keys[d.rank :: d.world_size]
+        no_grad = torch.no_grad if dist.strategy == "fsdp" else torch.inference_mode
         was_training = self.model.training
         self.model.eval()
-        loss_sums = dict.fromkeys(objective.terms, 0.0)
-        correct = dict.fromkeys(objective.terms, 0.0)
-        counts = dict.fromkeys(objective.terms, 0)
-        for start in range(0, len(keys), batch_size):
-            batch = self.job.collate([data[k] for k in keys[start : start + batch_size]])
-            for term, n in objective.counts(batch).items():
-                counts[term] += int(n)
-            with autocast_context(self.device, self.cfg.precision):
-                if d.strategy == "fsdp":  # through the root, which gathers the sharded weights
-                    terms = self.wrapped(self._to_device(batch), "eval_batch" if is_task else None)
-                else:
-                    run = objective.eval_batch if is_task else objective
-                    terms = run(self.step_model, self._to_device(batch))
-            for term, result in terms.items():
-                loss_sums[term] += float(result.loss_sum)
-                correct[term] += float(result.correct)
-        self.model.train(was_training)
-        if shard:
-            names = list(objective.terms)
-            totals = torch.tensor(
-                [[loss_sums[t], correct[t], counts[t]] for t in names], dtype=torch.float64
-            )
-            totals = distributed.all_reduce_sum(totals).tolist()
-            for t, (loss_sum, right, n) in zip(names, totals):
-                loss_sums[t], correct[t], counts[t] = loss_sum, right, int(n)
-        metrics: dict[str, float] = {}
-        for term in objective.terms:
-            n = max(counts[term], 1)
-            metrics[f"{split}/{term}_loss"] = loss_sums[term] / n
-            if not is_task:
-                metrics[f"{split}/{term}_accuracy"] = correct[term] / n
-        metrics[f"{split}/loss"] = sum(metrics[f"{split}/{t}_loss"] for t in objective.terms)
-        if is_task:
-            metrics.update({f"{split}/{k}": v for k, v in objective.end_eval().items()})
-        if objective.perplexity_term:
-            ppl_loss = metrics[f"{split}/{objective.perplexity_term}_loss"]
-            metrics[f"{split}/ppl"] = math.exp(min(ppl_loss, 50.0))
+        try:
+            with no_grad():
+                metrics = evaluate_split(
+                    objective, self.job.valid_data, self.job.collate, forward,
+                    batch_size=self.micro_batch_size, max_batches=self.cfg.eval_batches,
+                    dist=dist, split=split, predictions_path=predictions_path,
+                )  # fmt: skip
+        finally:
+            self.model.train(was_training)
         # Rank 0's figures everywhere: every rank then takes the same best/early-stop decisions.
         return distributed.broadcast_object(metrics)
 
     # -- the loop ---------------------------------------------------------------------------
 
-    def fit(self, log: MetricsLog) -> dict[str, dict[str, Any]]:
+    def fit(self, log: Loggers) -> dict[str, dict[str, Any]]:
         """Train to max_steps. Returns the validation metrics at the start and at the end."""
         cfg = self.cfg
         if self.step >= cfg.max_steps:
@@ -591,7 +468,7 @@ class Trainer:
                         self.peak_flops = matmul_flops_per_s(self.device)
                     log.write(last_valid)
                     improved = self._track_best(last_valid)
-                    bar.note(self._describe(last_valid, improved))
+                    bar.note(describe_validation(last_valid, self.main_metric, improved))
                     window["time"] += time.perf_counter() - eval_start  # not training time
                 patience = self.job.early_stopping_patience
                 out_of_patience = bool(patience) and self.evals_since_best >= patience
@@ -619,17 +496,3 @@ class Trainer:
             signum = stop.signum or signal.SIGTERM  # (a rank told by another)
             raise TrainingInterrupted(self.step, signum, path, stop.previous_handler(signum))
         return self.history
-
-
-class TrainingInterrupted(Exception):
-    """Training stopped early on a signal, after saving the checkpoint `path`."""
-
-    def __init__(self, step: int, signum: int, path: Path, previous: Any = None) -> None:
-        super().__init__(f"stopped at step {step} on {signal.Signals(signum).name}")
-        self.step, self.signum, self.path = step, signum, path
-        self.previous = previous  # the signal's handler before training took it over
-
-
-def make_collate(fn: Callable, **kwargs: Any) -> Callable[[list[dict]], Batch]:
-    """A picklable collate function (DataLoader workers need to pickle it)."""
-    return partial(fn, **kwargs)

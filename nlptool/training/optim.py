@@ -7,8 +7,12 @@ import math
 import torch
 from torch import nn
 
+from nlptool.training.config import TrainerConfig
 
-def build_optimizer(model: nn.Module, cfg, device: torch.device) -> torch.optim.AdamW:
+
+def build_optimizer(
+    model: nn.Module, cfg: TrainerConfig, device: torch.device
+) -> torch.optim.AdamW:
     """AdamW, fused where torch has the kernel; no weight decay on biases and LayerNorm weights
     (the 1-D parameters)."""
     decay, no_decay, seen = [], [], set()
@@ -32,7 +36,7 @@ def build_optimizer(model: nn.Module, cfg, device: torch.device) -> torch.optim.
     )
 
 
-def lr_factor(step: int, cfg) -> float:
+def lr_factor(step: int, cfg: TrainerConfig) -> float:
     """Multiplier of the peak lr at optimizer step `step` (0-based).
 
     Linear warm-up over warmup_steps (the first step already moves), then linear or cosine decay
@@ -51,5 +55,7 @@ def lr_factor(step: int, cfg) -> float:
     return cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * shape
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: TrainerConfig
+) -> torch.optim.lr_scheduler.LambdaLR:
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))

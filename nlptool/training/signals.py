@@ -12,9 +12,10 @@ import contextlib
 import os
 import signal
 import subprocess
+from pathlib import Path
 from typing import Any
 
-from nlptool.training.logging import console
+from nlptool.console import console
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 """Signals that make the loop finish the current step, save a checkpoint and stop: Ctrl-C, the
@@ -93,3 +94,31 @@ def slurm_requeue(job: str) -> bool:
         return False
     console.print(f"Requeued SLURM job {job}; it resumes from the checkpoint when it restarts.")
     return True
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped early on a signal, after saving the checkpoint `path`."""
+
+    def __init__(self, step: int, signum: int, path: Path, previous: Any = None) -> None:
+        super().__init__(f"stopped at step {step} on {signal.Signals(signum).name}")
+        self.step, self.signum, self.path = step, signum, path
+        self.previous = previous  # the signal's handler before training took it over
+
+
+def stopped_by_signal(stop: TrainingInterrupted, requeue: bool) -> None:
+    """After a signal stopped training (the checkpoint is saved): hand the signal on to the handler
+    training stood in for (in a job of Hydra's submitit launcher, submitit's: it requeues the job
+    and exits), or requeue a SLURM job that got its time-limit warning (SIGUSR1/2) ourselves;
+    then exit with 128 + the signal number, as a shell reports a process ended by that signal, so
+    scripts and schedulers do not take the run for finished."""
+    name = signal.Signals(stop.signum).name
+    console.print(
+        f"Training stopped at step {stop.step} on {name}; checkpoint {stop.path}. Run the same "
+        "command in the same run directory to continue (resume=auto)."
+    )
+    job = slurm_job_id()
+    if stop.previous is not None:
+        stop.previous(stop.signum, None)
+    elif stop.signum in REQUEUE_SIGNALS and job and requeue:
+        slurm_requeue(job)
+    raise SystemExit(128 + stop.signum)

@@ -9,7 +9,7 @@ import datasets
 import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
 
-from nlptool.config import DataConfig
+from nlptool.data.config import DataConfig
 from nlptool.data.corpus import load_corpus, tokenize_documents
 from nlptool.data.tokenizer import TextTokenizer
 from nlptool.errors import UserError

@@ -169,8 +169,8 @@ def test_whole_word_masking_statistics() -> None:
 
 
 def test_whole_words_of_a_wordpiece_tokenizer_and_cjk_characters() -> None:
-    from nlptool.app import continuation_pieces
     from nlptool.data.tokenizer import train_tokenizer
+    from nlptool.objectives.mlm import continuation_pieces
 
     text = ["unbelievable things happen", "我爱自然语言处理", "believable unbelievably"] * 50
     tokenizer = train_tokenizer("wordpiece", iter(text), 75, 1, True)  # (few merges: pieces)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from tokenizers import Tokenizer, models
 
-from nlptool.config import TokenizerConfig
+from nlptool.data.config import TokenizerConfig
 from nlptool.data.tokenizer import TextTokenizer, get_tokenizer, train_tokenizer
 from nlptool.errors import UserError
 

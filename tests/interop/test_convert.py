@@ -21,12 +21,12 @@ from nlptool.interop.convert import (
     build_head_model,
     checkpoint_config,
     export_hf,
-    hf_tokenizer,
     import_hf,
     load_model,
-    resolve_model_source,
 )
 from nlptool.interop.hf import config_from_hf_bert
+from nlptool.interop.hf_folder import hf_tokenizer
+from nlptool.interop.sources import resolve_model_source
 from nlptool.models.gpt import GPTForCausalLM
 from nlptool.training import checkpoint as ckpt
 from tests.interop.test_hf_mapping import batch as padded_batch

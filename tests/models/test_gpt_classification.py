@@ -8,11 +8,11 @@ import json
 import pytest
 import torch
 
-from nlptool.config import TaskConfig
 from nlptool.data.tokenizer import TextTokenizer, train_tokenizer
 from nlptool.interop.hf import config_from_hf_gpt2, gpt2_from_hf
 from nlptool.models.gpt import GPTForSequenceClassification
 from nlptool.tasks import build_task
+from nlptool.tasks.config import TaskConfig
 from tests.test_cli import nlptool, read_metrics
 
 transformers = pytest.importorskip("transformers")

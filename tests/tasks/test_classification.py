@@ -9,9 +9,9 @@ import random
 
 import pytest
 
-from nlptool.config import TaskConfig
 from nlptool.errors import UserError
 from nlptool.tasks import build_task
+from nlptool.tasks.config import TaskConfig
 from tests.conftest import SHARED_DATA
 from tests.test_cli import nlptool, read_metrics
 

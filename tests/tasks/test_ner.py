@@ -10,10 +10,10 @@ import random
 import pytest
 import torch
 
-from nlptool.config import TaskConfig
 from nlptool.data.tokenizer import train_tokenizer
 from nlptool.errors import UserError
 from nlptool.tasks import build_task
+from nlptool.tasks.config import TaskConfig
 from nlptool.tasks.ner import IGNORE, join_words
 from tests.conftest import SHARED_DATA
 from tests.test_cli import nlptool, read_metrics

@@ -11,12 +11,10 @@ from nlptool.models import build_model
 from nlptool.models.bert import BertForSequenceClassification
 from nlptool.models.config import ModelConfig
 from nlptool.objectives import build_objective
-from nlptool.training.flops import (
-    device_peak_flops,
-    forward_flops,
-    matmul_flops_per_s,
-    training_flops,
-)
+from nlptool.tasks.classification import SequenceClassificationTask
+from nlptool.tasks.config import TaskConfig
+from nlptool.tasks.translation import TranslationTask
+from nlptool.training.flops import device_peak_flops, matmul_flops_per_s, training_flops
 
 B, T, V = 4, 24, 300
 
@@ -44,6 +42,11 @@ def lm_batch(kind: str) -> dict[str, torch.Tensor]:
     return batch
 
 
+def forward_flops(model, objective, batch) -> float:
+    """The forward FLOPs the trainer counts: the model's blocks and the objective's head."""
+    return model.forward_flops(batch) + objective.head_flops(model.cfg, batch)
+
+
 def counted(fn) -> tuple[int, int]:
     """(forward, backward) FLOPs torch counts; the math SDPA backend makes attention visible."""
     with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as forward:
@@ -60,14 +63,15 @@ def test_pretraining_flops_match_torchs_counter(arch, kind):
     cfg = model_cfg(arch)
     model, objective, batch = build_model(cfg), build_objective(kind), lm_batch(kind)
     fwd, bwd = counted(lambda: sum(t.loss_sum for t in objective(model, batch).values()))
-    assert forward_flops(cfg, batch, kind) == fwd
+    assert forward_flops(model, objective, batch) == fwd
     assert bwd == 2 * fwd
-    assert training_flops(cfg, batch, kind) == 3 * fwd
+    assert training_flops(model, objective, batch) == 3 * fwd
 
 
 def test_masked_only_mlm_head_does_less_than_the_full_one():
-    cfg, batch = model_cfg("bert"), lm_batch("mlm")
-    ours, everywhere = forward_flops(cfg, batch, "mlm"), forward_flops(cfg, batch, "mlm", True)
+    cfg, batch, objective = model_cfg("bert"), lm_batch("mlm"), build_objective("mlm")
+    ours = objective.head_flops(cfg, batch)
+    everywhere = objective.head_flops(cfg, batch, all_positions=True)
     masked = int((batch["mlm_labels"] != -100).sum())
     h = cfg.hidden_size
     assert everywhere - ours == 2 * (B * T - masked) * (h * h + h * V)
@@ -78,7 +82,7 @@ def test_classification_and_translation_flops_match_torchs_counter():
     model = BertForSequenceClassification(cfg, num_labels=2)
     batch = lm_batch("mlm")
     fwd, _ = counted(lambda: model(batch["input_ids"], batch["attention_mask"]).sum())
-    assert forward_flops(cfg, batch, "classification") == fwd
+    assert forward_flops(model, SequenceClassificationTask(TaskConfig()), batch) == fwd
 
     cfg = ModelConfig(
         arch="seq2seq", num_layers=2, num_decoder_layers=1, hidden_size=64, num_heads=4,
@@ -89,7 +93,8 @@ def test_classification_and_translation_flops_match_torchs_counter():
     mask = torch.ones(B, T, dtype=torch.long)
     fwd, _ = counted(lambda: model.lm_logits(model(src, mask, tgt)).sum())
     batch = {"input_ids": src, "attention_mask": mask, "decoder_input_ids": tgt}
-    assert forward_flops(cfg, batch, "translation") == fwd
+    task = TranslationTask(TaskConfig(kind="translation"))
+    assert forward_flops(model, task, batch) == fwd
 
 
 def test_peaks():

@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from nlptool.config import TrainerConfig
 from nlptool.data.pretraining import MaskingConfig, PretrainingExamples, collate
 from nlptool.models import build_model
 from nlptool.models.config import ModelConfig
 from nlptool.objectives import build_objective
-from nlptool.training.loop import Trainer, TrainingJob, make_collate, seed_everything
+from nlptool.training.config import TrainerConfig
+from nlptool.training.loop import Trainer, TrainingJob
 from nlptool.training.optim import build_scheduler, lr_factor
+from nlptool.training.runtime import make_collate, seed_everything
 
 VOCAB, SPECIALS = 64, np.array([0, 1, 2, 3, 4])  # pad, unk, cls, sep, mask
 
@@ -203,7 +204,7 @@ def test_nonfinite_loss_stops_before_the_update_by_default(tmp_path, on_device):
 
 @ON_DEVICE_OR_SYNCED
 def test_nonfinite_skip_counts_logs_and_goes_on(tmp_path, on_device):
-    from nlptool.training.logging import MetricsLog
+    from nlptool.training.loggers import MetricsLog
 
     trainer = poisoned_trainer(
         tmp_path, {2, 3}, on_device, nonfinite="skip", log_every=1, eval_every=0

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from nlptool.app import check_resume_compatible
-from nlptool.config import check_config, to_yaml
 from nlptool.errors import UserError
+from nlptool.schema import check_config, to_yaml
+from nlptool.training.resume import check_resume_compatible
 from tests.test_config import compose_cfg
 
 
@@ -57,7 +57,7 @@ def test_documented_safe_changes_pass():
 def test_vocab_size_from_the_tokenizer_is_rounded_up_to_vocab_multiple(multiple, expected):
     from types import SimpleNamespace
 
-    from nlptool.app import model_config_for
+    from nlptool.verbs.prepare import model_config_for
 
     cfg = check_config(compose_cfg("pretrain", [f"model.vocab_multiple={multiple}"]))
     tokenizer = SimpleNamespace(vocab_size=300, pad_id=0)

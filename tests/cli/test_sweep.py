@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from nlptool.sweep import summarize, swept_keys
+from nlptool.cli.sweep import summarize, swept_keys
 from tests.test_cli import nlptool
 
 

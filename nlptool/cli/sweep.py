@@ -75,7 +75,7 @@ def swept_keys(jobs: list[dict[str, Any]]) -> list[str]:
 def summary_table(jobs: list[dict[str, Any]], title: str):
     from rich.table import Table
 
-    from nlptool.training.logging import format_value, table_box
+    from nlptool.console import format_value, table_box
 
     keys = swept_keys(jobs)
     metric_names: list[str] = []
@@ -104,7 +104,7 @@ class SweepSummary(Callback):
     """hydra.callbacks: after a multirun, the summary of its jobs."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from nlptool.training.logging import console
+        from nlptool.console import console
 
         sweep_dir = Path(str(config.hydra.sweep.dir))
         if not sweep_dir.is_dir():

@@ -24,10 +24,16 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-from nlptool.config import DEVICES, PRECISIONS, _check
-from nlptool.errors import UserError
-from nlptool.training.logging import console
+from nlptool.cache import nlptool_cache_dir
+from nlptool.console import console
+from nlptool.errors import UserError, check
+from nlptool.interop.sources import resolve_model_source
+from nlptool.training.config import DEVICES, PRECISIONS
+from nlptool.training.runtime import autocast_context, resolve_device
+from nlptool.verbs import RunContext
+from nlptool.verbs.loading import task_model_from_checkpoint
 
 
 @dataclass
@@ -45,11 +51,11 @@ class PredictConfig:
     precision: str = "fp32"
 
     def validate(self) -> None:
-        _check(bool(self.checkpoint), "nlptool predict needs checkpoint=<a fine-tuned checkpoint>")
-        _check(bool(self.input), "nlptool predict needs input=<a .jsonl file, or - for stdin>")
-        _check(self.batch_size >= 1, "batch_size must be >= 1")
-        _check(self.device in DEVICES, f"device={self.device!r}: expected one of {DEVICES}")
-        _check(
+        check(bool(self.checkpoint), "nlptool predict needs checkpoint=<a fine-tuned checkpoint>")
+        check(bool(self.input), "nlptool predict needs input=<a .jsonl file, or - for stdin>")
+        check(self.batch_size >= 1, "batch_size must be >= 1")
+        check(self.device in DEVICES, f"device={self.device!r}: expected one of {DEVICES}")
+        check(
             self.precision in PRECISIONS,
             f"precision={self.precision!r}: expected one of {PRECISIONS}",
         )
@@ -82,12 +88,7 @@ def read_records(source: str) -> tuple[list[dict[str, Any]], list[str]]:
     return records, where
 
 
-def predict(cfg_dict: DictConfig) -> list[dict[str, Any]]:
-    from nlptool.app import task_model_from_checkpoint
-    from nlptool.cache import nlptool_cache_dir
-    from nlptool.interop.convert import resolve_model_source
-    from nlptool.training.loop import autocast_context, resolve_device
-
+def predict(cfg_dict: DictConfig, ctx: RunContext | None = None) -> list[dict[str, Any]]:
     try:
         cfg: PredictConfig = OmegaConf.to_object(cfg_dict)  # type: ignore[assignment]
         cfg.validate()
@@ -107,8 +108,6 @@ def predict(cfg_dict: DictConfig) -> list[dict[str, Any]]:
     evaluated = task.collect_predictions()
     started = time.perf_counter()
     batches = range(0, len(examples), cfg.batch_size)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
     with (
         torch.inference_mode(),
         Progress(

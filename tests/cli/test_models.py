@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nlptool.cli import preset_rows
+from nlptool.cli.models import preset_rows
 from tests.test_cli import nlptool
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nlptool.training import logging as log
+from nlptool import console as log
 from tests.test_cli import nlptool, read_metrics
 
 ROWS = [("model", "bert-tiny, 1,550,834 parameters"), ("device", "cpu, fp32")]
