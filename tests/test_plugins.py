@@ -11,10 +11,10 @@ import sys
 
 import numpy as np
 import pytest
-from tests.verbs.test_generate import flat
 
 from tests.conftest import REPO
 from tests.test_cli import read_metrics
+from tests.verbs.test_generate import flat
 
 EXAMPLE = REPO / "examples" / "custom_components"
 

@@ -120,7 +120,10 @@ class PretrainingObjective:
     greater_is_better = True
     shard_eval = True
     architectures: ClassVar[tuple[str, ...]] = ("bert",)
-    """The `model.arch` values this objective trains."""
+    """The `model.arch` values this objective trains ..."""
+    needs: ClassVar[str] = "a bidirectional encoder (model=bert-*)"
+    """... in words, and what to use instead, for the error."""
+    instead: ClassVar[str] = "; use objective=clm with gpt models"
 
     def __init__(self, cfg: ObjectiveConfig | None = None) -> None:
         self.cfg = cfg if cfg is not None else ObjectiveConfig(name=self.name)
@@ -135,8 +138,8 @@ class PretrainingObjective:
         """Raise ValueError naming the keys when this objective cannot train that model."""
         if model_cfg.arch not in cls.architectures:
             raise ValueError(
-                f"objective={cls.name} needs model.arch {' or '.join(cls.architectures)}, "
-                f"but model={model_cfg.name} is a {model_cfg.arch} model"
+                f"objective={cls.name} needs {cls.needs}, but model={model_cfg.name} is a "
+                f"{model_cfg.arch} model{cls.instead}"
             )
 
     def build_examples(

@@ -30,13 +30,8 @@ class CausalLM(PretrainingObjective):
     perplexity_term = "clm"
     architectures: ClassVar[tuple[str, ...]] = ("gpt",)
 
-    @classmethod
-    def check_model(cls, model_cfg: ModelConfig) -> None:
-        if model_cfg.arch not in cls.architectures:
-            raise ValueError(
-                f"objective=clm needs a causal decoder (model=gpt-*), but model={model_cfg.name} "
-                f"is a {model_cfg.arch} model; use objective=mlm or mlm_nsp with bert models"
-            )
+    needs: ClassVar[str] = "a causal decoder (model=gpt-*)"
+    instead: ClassVar[str] = "; use objective=mlm or mlm_nsp with bert models"
 
     def build_examples(
         self, docs: Any, tokenizer: Any, max_seq_len: int, seed: int, valid: bool

@@ -57,15 +57,6 @@ class MaskedLM(PretrainingObjective):
     perplexity_term = "mlm"
     architectures: ClassVar[tuple[str, ...]] = ("bert",)
 
-    @classmethod
-    def check_model(cls, model_cfg: ModelConfig) -> None:
-        if model_cfg.arch not in cls.architectures:
-            raise ValueError(
-                f"objective={cls.name} needs a bidirectional encoder (model=bert-*), "
-                f"but model={model_cfg.name} is a {model_cfg.arch} model; use objective=clm with "
-                "gpt models"
-            )
-
     def masking(self, tokenizer: Any) -> MaskingConfig:
         cfg = self.cfg
         return MaskingConfig(

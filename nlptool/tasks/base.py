@@ -75,7 +75,9 @@ class TaskBase:
     accuracy_terms: tuple[str, ...] = ()  # a task reports its own metrics (end_eval)
     shard_eval = False  # its metrics (F1, BLEU ...) need every prediction
     architectures: ClassVar[tuple[str, ...]] = ("bert",)
-    """The `model.arch` values the task's heads are built for."""
+    """The `model.arch` values the task's heads are built for ..."""
+    needs: ClassVar[str] = "({kind}) needs an encoder (model=bert-*), not model={model}"
+    """... in words, for the error (after "task=<name> ")."""
     # The architecture of the model the task feeds (`build_task` sets it): a GPT reads its text
     # without [CLS]/[SEP], even when its tokenizer has such tokens.
     model_arch = "bert"
@@ -91,10 +93,8 @@ class TaskBase:
     def check_model(cls, task_cfg: Any, model_cfg: Any) -> None:
         """Raise ValueError naming the keys when the task has no head for that model."""
         if model_cfg.arch not in cls.architectures:
-            raise ValueError(
-                f"task={task_cfg.name} ({task_cfg.kind}) needs an encoder (model=bert-*), "
-                f"not model={model_cfg.name}"
-            )
+            needs = cls.needs.format(kind=task_cfg.kind, model=model_cfg.name)
+            raise ValueError(f"task={task_cfg.name} {needs}")
 
     def head_flops(self, model_cfg: Any, batch: dict[str, torch.Tensor]) -> float:
         """Forward FLOPs after the model's blocks: a small per-token classifier by default."""

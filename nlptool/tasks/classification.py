@@ -39,13 +39,9 @@ def truncate_pair(a: list[int], b: list[int], budget: int) -> tuple[list[int], l
 class SequenceClassificationTask(TaskBase):
     architectures: ClassVar[tuple[str, ...]] = ("bert", "gpt")
 
-    @classmethod
-    def check_model(cls, task_cfg: Any, model_cfg: ModelConfig) -> None:
-        if model_cfg.arch not in cls.architectures:
-            raise ValueError(
-                f"task={task_cfg.name} ({task_cfg.kind}) needs an encoder (model=bert-*) or a "
-                f"decoder (model=gpt-*), not model={model_cfg.name}"
-            )
+    needs: ClassVar[str] = (
+        "({kind}) needs an encoder (model=bert-*) or a decoder (model=gpt-*), not model={model}"
+    )
 
     def head_flops(self, model_cfg: ModelConfig, batch: dict[str, torch.Tensor]) -> float:
         """The pooler and the classifier (counted for two labels) at one position a sequence."""

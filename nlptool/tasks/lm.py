@@ -44,13 +44,10 @@ class LanguageModelingTask(TaskBase):
     greater_is_better = False
     architectures: ClassVar[tuple[str, ...]] = ("gpt",)
 
-    @classmethod
-    def check_model(cls, task_cfg: Any, model_cfg: ModelConfig) -> None:
-        if model_cfg.arch not in cls.architectures:
-            raise ValueError(
-                f"task={task_cfg.name} trains a causal language model: it needs a decoder "
-                f"(model=gpt-*, or init= a GPT checkpoint), not model={model_cfg.name}"
-            )
+    needs: ClassVar[str] = (
+        "trains a causal language model: it needs a decoder (model=gpt-*, or init= "
+        "a GPT checkpoint), not model={model}"
+    )
 
     def head_flops(self, model_cfg: ModelConfig, batch: dict[str, torch.Tensor]) -> float:
         """The output projection at the positions that have a target."""

@@ -41,10 +41,7 @@ class TranslationTask(TaskBase):
     main_metric = "bleu"
     architectures: ClassVar[tuple[str, ...]] = ("seq2seq",)
 
-    @classmethod
-    def check_model(cls, task_cfg: Any, model_cfg: ModelConfig) -> None:
-        if model_cfg.arch not in cls.architectures:
-            raise ValueError(f"task={task_cfg.name} needs an encoder-decoder (model=transformer-*)")
+    needs: ClassVar[str] = "needs an encoder-decoder (model=transformer-*)"
 
     def head_flops(self, model_cfg: ModelConfig, batch: dict[str, torch.Tensor]) -> float:
         """The output projection at every decoder position."""

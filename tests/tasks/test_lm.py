@@ -8,7 +8,6 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from tests.verbs.test_generate import flat
 
 from nlptool.data.tokenizer import train_tokenizer
 from nlptool.models import GPTForCausalLM
@@ -17,6 +16,7 @@ from nlptool.tasks import build_task
 from nlptool.tasks.config import TaskConfig
 from nlptool.tasks.lm import IGNORE
 from tests.test_cli import nlptool, read_metrics
+from tests.verbs.test_generate import flat
 
 TEXT = "the king is dead . long live the king .\nthe queen is here .\n"
 

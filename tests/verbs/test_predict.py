@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from tests.verbs.test_generate import flat
 
 from tests.test_cli import nlptool
+from tests.verbs.test_generate import flat
 
 
 @pytest.fixture(scope="module")
