@@ -1,9 +1,11 @@
-"""Validation: every term's mean loss over a split, the accuracies and perplexity the objective
-asks for, and its own metrics; split over DDP ranks where the objective allows it."""
+"""What the loop reports. Validation: every term's mean loss over a split, the accuracies and perplexity the objective
+asks for, and its own metrics; split over DDP ranks where the objective allows it. Training:
+the log record of the steps since the last one (`LogWindow`)."""
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -80,3 +82,45 @@ def describe_validation(metrics: dict[str, Any], main_metric: str | None, improv
         text += f"  {main_metric} {metrics[f'valid/{main_metric}']:.4f}"
         text += " (best)" if improved else ""
     return text
+
+
+class LogWindow:
+    """The training steps since the last log record: their summed losses (kept on the device, no
+    sync per step; a skipped non-finite step is left out), tokens, FLOPs and training time."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.steps: Any = 0  # (a device tensor once steps are added)
+        self.tokens, self.flops = 0, 0.0
+        self.sums: dict[str, torch.Tensor] = {}
+        self.started = time.perf_counter()
+
+    def add(self, out: dict[str, torch.Tensor], finite: torch.Tensor, tokens: int, flops: float):
+        self.steps = self.steps + finite.long()
+        self.tokens += tokens
+        self.flops += flops
+        for key, value in out.items():
+            kept = torch.where(finite, value.detach(), 0.0)
+            self.sums[key] = self.sums.get(key, 0.0) + kept
+
+    def exclude(self, seconds: float) -> None:
+        """Time spent on evaluation or saving, which is not training time."""
+        self.started += seconds
+
+    def record(
+        self, step: int, lr: float, peak_flops: float | None
+    ) -> tuple[dict[str, Any], float]:
+        """The `train/...` record (mean losses, learning rate, tokens/s, MFU) and the seconds of
+        training it covers."""
+        elapsed = time.perf_counter() - self.started
+        record: dict[str, Any] = {"step": step}
+        steps = int(self.steps)
+        for key, value in self.sums.items() if steps else ():
+            record[f"train/{key}"] = float(value) / steps
+        record["train/lr"] = lr
+        record["train/tokens_per_s"] = self.tokens / max(elapsed, 1e-9)
+        if peak_flops and self.flops:
+            record["train/mfu"] = self.flops / max(elapsed, 1e-9) / peak_flops
+        return record, elapsed

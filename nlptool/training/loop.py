@@ -22,7 +22,7 @@ from nlptool.training import checkpoint as ckpt
 from nlptool.training import distributed
 from nlptool.training.config import TrainerConfig
 from nlptool.training.distributed import SINGLE, Dist
-from nlptool.training.evaluation import describe_validation, evaluate_split
+from nlptool.training.evaluation import LogWindow, describe_validation, evaluate_split
 from nlptool.training.flops import (
     counts_flops,
     device_peak_flops,
@@ -409,8 +409,7 @@ class Trainer:
         batches = self.train_batches()
         if self._probe_peak:
             self.peak_flops = matmul_flops_per_s(self.device)
-        window = {"loss": 0.0, "steps": 0, "tokens": 0, "flops": 0.0, "time": time.perf_counter()}
-        running: dict[str, torch.Tensor] = {}
+        window = LogWindow()
         last_valid: dict[str, Any] = {}
         stopped = False
         with (
@@ -425,38 +424,26 @@ class Trainer:
                 # One process stops at the step the signal came in; several agree on it first (a
                 # signal seen by any rank before this step stops all of them after it).
                 stop_now = stop.requested if self.dist.world_size == 1 else stop_any
-                window["flops"] += self._flops(micro_batches)  # this rank's: MFU per device
+                flops = self._flops(micro_batches)  # this rank's: MFU per device
                 lr = self.scheduler.get_last_lr()[0]
                 out = self.train_step(micro_batches, counts)
                 finite = out.pop("finite")  # on the device: no sync here
                 self.step += 1
                 self.tokens_seen += tokens
-                window["tokens"] += tokens
-                window["steps"] = window["steps"] + finite.long()  # skipped steps not averaged
-                for key, value in out.items():
-                    kept = torch.where(finite, value.detach(), 0.0)
-                    running[key] = running.get(key, 0.0) + kept
+                window.add(out, finite, tokens, flops)
                 if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
                     self.resolve_pending_check()
-                    elapsed = time.perf_counter() - window["time"]
-                    record = {"step": self.step}
-                    steps = int(window["steps"])
-                    for key, value in running.items() if steps else ():
-                        record[f"train/{key}"] = float(value) / steps
+                    record, elapsed = window.record(self.step, lr, self.peak_flops)
+                    if "train/mfu" in record:
+                        self.last_mfu = record["train/mfu"]
+                    self.train_seconds += elapsed
+                    record["train/tokens_seen"] = self.tokens_seen
+                    record["train/seconds"] = self.train_seconds  # training time, evals excluded
                     if self.nonfinite_skips:
                         record["train/nonfinite_skips"] = self.nonfinite_skips
-                    record["train/lr"] = lr
-                    record["train/tokens_per_s"] = window["tokens"] / max(elapsed, 1e-9)
-                    if self.peak_flops and window["flops"]:
-                        record["train/mfu"] = window["flops"] / max(elapsed, 1e-9) / self.peak_flops
-                        self.last_mfu = record["train/mfu"]
-                    record["train/tokens_seen"] = self.tokens_seen
-                    self.train_seconds += elapsed
-                    record["train/seconds"] = self.train_seconds  # training time, evals excluded
                     log.write(record)
                     bar.log(record)
-                    running.clear()
-                    window.update(steps=0, tokens=0, flops=0.0, time=time.perf_counter())
+                    window.reset()
                 bar.advance(self.step)
                 done = self.step == cfg.max_steps
                 improved = False
@@ -469,7 +456,7 @@ class Trainer:
                     log.write(last_valid)
                     improved = self._track_best(last_valid)
                     bar.note(describe_validation(last_valid, self.main_metric, improved))
-                    window["time"] += time.perf_counter() - eval_start  # not training time
+                    window.exclude(time.perf_counter() - eval_start)  # not training time
                 patience = self.job.early_stopping_patience
                 out_of_patience = bool(patience) and self.evals_since_best >= patience
                 periodic = cfg.save_every and self.step % cfg.save_every == 0
@@ -479,7 +466,7 @@ class Trainer:
                     path = self.save(last_valid if last_valid.get("step") == self.step else None)
                     if improved and self.dist.is_main:
                         ckpt.point_link(self.checkpoints_dir / "best", path.name)
-                    window["time"] += time.perf_counter() - save_start
+                    window.exclude(time.perf_counter() - save_start)
                     if stop_now and not done:
                         bar.note(f"Saved {path}; resume with resume=auto in this run directory.")
                         stopped = True
