@@ -46,7 +46,7 @@ class TrainingJob:
     """Everything task-specific the loop is handed."""
 
     model: nn.Module
-    objective: Objective
+    objective: Objective  # a pretraining objective or a downstream task: the same protocol
     train_data: torch.utils.data.Dataset  # keyed by (epoch, index)
     valid_data: torch.utils.data.Dataset  # keyed by (0, index)
     collate: Callable[[list[dict]], Batch]
