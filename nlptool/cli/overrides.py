@@ -9,11 +9,9 @@ import difflib
 from pathlib import Path
 from typing import Any, get_type_hints
 
-from omegaconf import OmegaConf
-
 from nlptool.cli.store import config_dir, load
 from nlptool.errors import UserError
-from nlptool.training.checkpoint import CONFIG, resolve_checkpoint
+from nlptool.training.checkpoint import resolve_checkpoint, saved_config
 
 
 def extra_config_dirs(args: list[str]) -> list[Path]:
@@ -113,8 +111,8 @@ def task_choice(verb: str, args: list[str]) -> list[str]:
     if checkpoint is None:
         return args
     try:
-        saved = OmegaConf.load(resolve_checkpoint(checkpoint, "checkpoint") / CONFIG)
-    except UserError:
+        saved = saved_config(resolve_checkpoint(checkpoint, "checkpoint"))
+    except (UserError, OSError):
         return args  # reported with the rest of the checks
     if saved.get("task") is None:
         return args
