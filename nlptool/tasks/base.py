@@ -24,7 +24,10 @@ from nlptool.tasks.config import TaskConfig
 
 
 class Task(Protocol):
-    """What `nlptool finetune task=...` and `nlptool eval` need from a task."""
+    """What `nlptool finetune task=...` and `nlptool eval` need from a task. The training loop
+    speaks to it as to an objective (`nlptool.objectives.base.Objective`); of that protocol a
+    task of one's own may leave out `accuracy_terms`, `shard_eval` and `head_flops` (filled in as
+    no accuracy, unsharded evaluation, no head FLOPs), or subclass `TaskBase`, which has them."""
 
     terms: tuple[str, ...]  # loss terms, e.g. ("task",)
     perplexity_term: str | None  # None for tasks

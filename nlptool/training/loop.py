@@ -72,9 +72,6 @@ class Trainer:
             self.plan = cfg.batch_plan(dist.world_size)
         except ValueError as err:
             raise UserError(str(err)) from None
-        self.rank_batch_size = self.plan.rank_batch_size
-        self.micro_batch_size = self.plan.micro_batch_size
-        self.accumulation = self.plan.accumulation
         self.model = job.model.to(device)
         for module in self.model.modules():
             if isinstance(module, BlockStack):
@@ -121,6 +118,15 @@ class Trainer:
             group.get("fused") for group in self.optimizer.param_groups
         )
         self._pending: tuple[int, dict[str, torch.Tensor], torch.Tensor] | None = None
+
+    @property
+    def accumulation(self) -> int:
+        """Micro-batches this process runs per optimizer step."""
+        return self.plan.accumulation
+
+    @property
+    def micro_batch_size(self) -> int:
+        return self.plan.micro_batch_size
 
     def _track_best(self, metrics: dict[str, Any]) -> bool:
         """Whether these validation metrics are the best so far by the main metric."""
